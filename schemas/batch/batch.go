@@ -1,0 +1,206 @@
+package batch
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats.go"
+
+	"github.com/updraft-io/updraft/schemas"
+)
+
+// SchemaVersion is the version of the Arrow schema and headers below.
+const SchemaVersion = 1
+
+// Header names. Nats-Msg-Id is JetStream's deduplication key.
+const (
+	HdrSchema   = "Updraft-Schema"
+	HdrEdge     = "Updraft-Edge"
+	HdrEpoch    = "Updraft-Epoch"
+	HdrSeq      = "Updraft-Batch-Seq"
+	HdrCount    = "Updraft-Count"
+	HdrMinTS    = "Updraft-Min-Ts"
+	HdrMaxTS    = "Updraft-Max-Ts"
+	HdrKind     = "Updraft-Kind"
+	HdrReplay   = "Updraft-Replay"
+	HdrMsgID    = nats.MsgIdHdr
+	DefaultKind = schemas.KindRaw
+)
+
+// Decoding limits. A batch above them is rejected before it is expanded.
+const (
+	MaxRows         = 1 << 20
+	MaxPayloadBytes = 64 << 20
+	// maxDecodedBytes bounds what the decoder may allocate for one batch, so a
+	// small compressed payload cannot claim gigabytes once decompressed.
+	maxDecodedBytes = 512 << 20
+)
+
+var dictString = &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
+
+// Schema is the Arrow schema of a batch. Region, site and edge are the same for
+// every row of a batch and travel in the headers, not as columns.
+var Schema = arrow.NewSchema([]arrow.Field{
+	{Name: "ts", Type: &arrow.TimestampType{Unit: arrow.Nanosecond, TimeZone: "UTC"}},
+	{Name: "device", Type: dictString},
+	{Name: "metric", Type: dictString},
+	{Name: "value", Type: arrow.PrimitiveTypes.Float64},
+	{Name: "unit", Type: dictString, Nullable: true},
+}, nil)
+
+// ID identifies a batch globally and forever. Epoch is chosen at random when
+// an edge buffer is created, so a wiped and re-created buffer never reuses an
+// identity that the region or the lake has already seen.
+type ID struct {
+	Edge  schemas.EdgeID
+	Epoch uint64
+	Seq   uint64
+}
+
+// MsgID is the JetStream deduplication key: "<region>.<site>.<edge>:<epoch hex>:<seq>".
+func (id ID) MsgID() string {
+	return id.Edge.String() + ":" + strconv.FormatUint(id.Epoch, 16) + ":" + strconv.FormatUint(id.Seq, 10)
+}
+
+func (id ID) String() string { return id.MsgID() }
+
+// Batch is a decoded batch.
+type Batch struct {
+	ID       ID
+	Kind     string // schemas.KindRaw or schemas.KindAgg
+	Replay   bool   // sent from the backlog after an outage, not live
+	MinTS    int64
+	MaxTS    int64
+	Readings []schemas.Reading
+}
+
+// Message is an encoded batch ready to publish.
+type Message struct {
+	Subject string
+	Header  nats.Header
+	Data    []byte
+}
+
+// Encode builds the NATS message for readings, which must all belong to
+// id.Edge. Rows are ordered by device, metric and time, which groups similar
+// values together and makes the zstd buffers several times smaller.
+func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Message, error) {
+	if len(readings) == 0 {
+		return nil, fmt.Errorf("encode batch %s: no readings", id)
+	}
+	if len(readings) > MaxRows {
+		return nil, fmt.Errorf("encode batch %s: %d readings, at most %d", id, len(readings), MaxRows)
+	}
+	order := make([]int32, len(readings))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		ra, rb := &readings[a], &readings[b]
+		return cmp.Or(cmp.Compare(ra.Device, rb.Device), cmp.Compare(ra.Metric, rb.Metric), cmp.Compare(ra.TS, rb.TS))
+	})
+
+	mem := memory.DefaultAllocator
+	ts := array.NewInt64Builder(mem)
+	val := array.NewFloat64Builder(mem)
+	dev, met, unit := newDict(mem), newDict(mem), newDict(mem)
+	defer func() { ts.Release(); val.Release(); dev.release(); met.release(); unit.release() }()
+	ts.Reserve(len(readings))
+	val.Reserve(len(readings))
+	minTS, maxTS := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, i := range order {
+		r := &readings[i]
+		if r.Region != id.Edge.Region || r.Site != id.Edge.Site || r.Edge != id.Edge.Edge {
+			return nil, fmt.Errorf("encode batch %s: reading from %s.%s.%s does not belong to this edge", id, r.Region, r.Site, r.Edge)
+		}
+		ts.UnsafeAppend(r.TS)
+		val.UnsafeAppend(r.Value)
+		dev.append(r.Device)
+		met.append(r.Metric)
+		if r.Unit == "" {
+			unit.appendNull()
+		} else {
+			unit.append(r.Unit)
+		}
+		minTS, maxTS = min(minTS, r.TS), max(maxTS, r.TS)
+	}
+	tsArr := ts.NewArray()
+	defer tsArr.Release()
+	tsData := array.NewData(Schema.Field(0).Type, tsArr.Len(), tsArr.Data().Buffers(), nil, 0, 0)
+	tsCol := array.MakeFromData(tsData)
+	tsData.Release()
+	cols := []arrow.Array{tsCol, dev.finish(), met.finish(), val.NewArray(), unit.finish()}
+	defer func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}()
+	rec := array.NewRecordBatch(Schema, cols, int64(len(readings)))
+	defer rec.Release()
+
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema), ipc.WithZstd(), ipc.WithAllocator(mem))
+	if err := w.Write(rec); err != nil {
+		return nil, fmt.Errorf("encode batch %s: %w", id, err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("encode batch %s: %w", id, err)
+	}
+	if kind == "" {
+		kind = DefaultKind
+	}
+	h := nats.Header{}
+	h.Set(HdrSchema, strconv.Itoa(SchemaVersion))
+	h.Set(HdrEdge, id.Edge.String())
+	h.Set(HdrEpoch, strconv.FormatUint(id.Epoch, 16))
+	h.Set(HdrSeq, strconv.FormatUint(id.Seq, 10))
+	h.Set(HdrCount, strconv.Itoa(len(readings)))
+	h.Set(HdrMinTS, strconv.FormatInt(minTS, 10))
+	h.Set(HdrMaxTS, strconv.FormatInt(maxTS, 10))
+	h.Set(HdrKind, kind)
+	if replay {
+		h.Set(HdrReplay, "1")
+	}
+	h.Set(HdrMsgID, id.MsgID())
+	return &Message{Subject: schemas.TelemetrySubject(id.Edge, kind), Header: h, Data: buf.Bytes()}, nil
+}
+
+// dict builds a dictionary-encoded string column.
+type dict struct {
+	idx   *array.Int32Builder
+	words *array.StringBuilder
+	seen  map[string]int32
+}
+
+func newDict(mem memory.Allocator) *dict {
+	return &dict{idx: array.NewInt32Builder(mem), words: array.NewStringBuilder(mem), seen: map[string]int32{}}
+}
+
+func (d *dict) append(s string) {
+	i, ok := d.seen[s]
+	if !ok {
+		i = int32(len(d.seen))
+		d.seen[s] = i
+		d.words.Append(s)
+	}
+	d.idx.Append(i)
+}
+
+func (d *dict) appendNull() { d.idx.AppendNull() }
+
+func (d *dict) finish() arrow.Array {
+	idx, words := d.idx.NewArray(), d.words.NewArray()
+	defer idx.Release()
+	defer words.Release()
+	return array.NewDictionaryArray(dictString, idx, words)
+}
+
+func (d *dict) release() { d.idx.Release(); d.words.Release() }
