@@ -170,10 +170,13 @@ func decodePayload(edge schemas.EdgeID, data []byte, count int) (readings []sche
 			err = decodeErr("payload", ErrPayload, "%v", p)
 		}
 	}()
+	if err := checkIPCMetadata(data); err != nil {
+		return nil, decodeErr("payload", ErrPayload, "%v", err)
+	}
 	mem := &limitAllocator{Allocator: memory.NewGoAllocator(), left: maxDecodedBytes}
 	r, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(mem), ipc.WithBodySizeLimit(MaxPayloadBytes))
 	if err != nil {
-		return nil, decodeErr("payload", ErrPayload, "%v", err)
+		return nil, readerErr(err)
 	}
 	defer r.Release()
 	if !r.Schema().Equal(Schema) {
@@ -181,7 +184,7 @@ func decodePayload(edge schemas.EdgeID, data []byte, count int) (readings []sche
 	}
 	if !r.Next() {
 		if r.Err() != nil {
-			return nil, decodeErr("payload", ErrPayload, "%v", r.Err())
+			return nil, readerErr(r.Err())
 		}
 		return nil, decodeErr("payload", ErrPayload, "no record batch")
 	}
@@ -197,9 +200,18 @@ func decodePayload(edge schemas.EdgeID, data []byte, count int) (readings []sche
 		return nil, decodeErr("payload", ErrPayload, "more than one record batch")
 	}
 	if r.Err() != nil {
-		return nil, decodeErr("payload", ErrPayload, "%v", r.Err())
+		return nil, readerErr(r.Err())
 	}
 	return readings, nil
+}
+
+// readerErr classifies an error of the IPC reader. The reader recovers
+// panics itself, limitAllocator's included, and wraps them.
+func readerErr(err error) error {
+	if errors.Is(err, errAllocLimit) {
+		return decodeErr("payload", ErrTooLarge, "decoded size exceeds %d bytes", maxDecodedBytes)
+	}
+	return decodeErr("payload", ErrPayload, "%v", err)
 }
 
 func rows(edge schemas.EdgeID, rec arrow.RecordBatch) ([]schemas.Reading, error) {
@@ -242,18 +254,19 @@ func rows(edge schemas.EdgeID, rec arrow.RecordBatch) ([]schemas.Reading, error)
 	return out, nil
 }
 
-// dictCol resolves dictionary indices to strings, interning each dictionary
-// word once so a batch of 10,000 rows shares a few dozen strings.
+// dictCol resolves dictionary indices to strings. The strings share the
+// dictionary's memory, so a batch of 10,000 rows holds a few dozen words.
+// Nothing is sized by the dictionary's length, which is untrusted.
 type dictCol struct {
 	idx   *array.Int32
-	words []string
+	words *array.String
 }
 
 func (d dictCol) value(i int) string {
 	if d.idx.IsNull(i) {
 		return ""
 	}
-	return d.words[d.idx.Value(i)]
+	return d.words.Value(int(d.idx.Value(i)))
 }
 
 func dictColumn(rec arrow.RecordBatch, col int) (dictCol, error) {
@@ -270,16 +283,12 @@ func dictColumn(rec arrow.RecordBatch, col int) (dictCol, error) {
 	if !ok {
 		return dictCol{}, decodeErr("column "+name, ErrSchema, "dictionary is %s, want utf8", d.Dictionary().DataType())
 	}
-	words := make([]string, dict.Len())
-	for i := range words {
-		words[i] = dict.Value(i)
-	}
 	for i := 0; i < idx.Len(); i++ {
 		if idx.IsValid(i) {
-			if v := idx.Value(i); v < 0 || int(v) >= len(words) {
-				return dictCol{}, decodeErr("column "+name, ErrPayload, "row %d: dictionary index %d out of range [0,%d)", i, v, len(words))
+			if v := idx.Value(i); v < 0 || int(v) >= dict.Len() {
+				return dictCol{}, decodeErr("column "+name, ErrPayload, "row %d: dictionary index %d out of range [0,%d)", i, v, dict.Len())
 			}
 		}
 	}
-	return dictCol{idx: idx, words: words}, nil
+	return dictCol{idx: idx, words: dict}, nil
 }

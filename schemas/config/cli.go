@@ -34,7 +34,7 @@ type Settings interface {
 }
 
 // Command describes one binary. Main runs it and returns the exit code, so a
-// binary's main.go is one line: os.Exit(config.Main(os.Args[1:], cmd)).
+// binary's main.go is one line: os.Exit(config.Main(os.Args[1:], cmd, os.Stdout, os.Stderr)).
 type Command[T Settings] struct {
 	Name    string
 	Summary string

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -83,7 +84,9 @@ func ParseByteSize(s string) (ByteSize, error) {
 		}
 	}
 	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 {
+	// !(n >= 0) also refuses NaN, and the upper bound keeps the conversion
+	// to int64 defined (ParseFloat accepts "NaN", "Inf" and "1e30").
+	if err != nil || !(n >= 0) || n*float64(mult) >= math.MaxInt64 {
 		return 0, fmt.Errorf("size %q: want a number of bytes or a number with KiB, MiB, GiB, KB, MB or GB", s)
 	}
 	return ByteSize(n * float64(mult)), nil

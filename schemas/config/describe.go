@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"sort"
 	"strings"
 	"time"
 )
@@ -38,6 +39,17 @@ func describe(w io.Writer, prefix string, v reflect.Value) {
 			describe(w, key+".", fv)
 			continue
 		}
+		if fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct {
+			// A list of sections: document each field of one entry, with the
+			// first default entry's values.
+			fmt.Fprintf(w, "  %-34s %s (default: %d entries, the first shown below)\n", key, f.Tag.Get("help"), fv.Len())
+			elem := reflect.New(fv.Type().Elem()).Elem()
+			if fv.Len() > 0 {
+				elem = fv.Index(0)
+			}
+			describe(w, key+"[].", elem)
+			continue
+		}
 		fmt.Fprintf(w, "  %-34s %s (default: %s)\n", key, f.Tag.Get("help"), show(fv))
 	}
 }
@@ -56,6 +68,15 @@ func show(v reflect.Value) string {
 	}
 	if v.Kind() == reflect.Slice && v.Len() == 0 {
 		return "[]"
+	}
+	if v.Kind() == reflect.Map {
+		keys := v.MapKeys()
+		parts := make([]string, 0, len(keys))
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%v: %v", k.Interface(), v.MapIndex(k).Interface()))
+		}
+		sort.Strings(parts)
+		return "{" + strings.Join(parts, ", ") + "}"
 	}
 	return fmt.Sprint(v.Interface())
 }
