@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/updraft-io/updraft/schemas"
+	"github.com/updraft-io/updraft/schemas/batch"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Badger and the NATS server keep process-wide helpers.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*defaultPolicy[...]).processItems"),
+	)
+}
+
+func runJetStream(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestAgentForwardsDurably runs the agent with its embedded broker against an
+// embedded JetStream server: readings published over MQTT arrive in the
+// stream as valid batches, each exactly once.
+func TestAgentForwardsDurably(t *testing.T) {
+	ns := runJetStream(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.local.>"},
+		Duplicates: 10 * time.Minute, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := DefaultConfig()
+	mqttAddr := freeAddr(t)
+	cfg.Broker.Enabled, cfg.Broker.Listen = true, mqttAddr
+	cfg.MQTT.Broker = "tcp://" + mqttAddr
+	cfg.NATS.URL = ns.ClientURL()
+	cfg.Buffer.Dir = t.TempDir()
+	cfg.Buffer.BatchMaxAge = 50 * time.Millisecond
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	a, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+
+	// Wait until the agent is subscribed, or early messages would not be routed to it.
+	deadline := time.Now().Add(20 * time.Second)
+	for a.ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not ready: %v", a.ready())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(cfg.MQTT.Broker).SetClientID("pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer pub.Disconnect(50)
+	const n = 500
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range n {
+		p := fmt.Sprintf(`{"ts":%d,"temperature":%d.5,"humidity":%d}`, base+int64(i), i, i%100)
+		tok := pub.Publish("devices/dev-"+strconv.Itoa(i%5)+"/telemetry", 1, false, p)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+
+	seen := map[string]float64{}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(seen) < 2*n {
+		m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+		if err != nil {
+			t.Fatalf("after %d readings: %v", len(seen), err)
+		}
+		b, err := batch.Decode(m.Subject(), nats.Header(m.Headers()), m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.ID.Edge != (schemas.EdgeID{Region: "local", Site: "lab", Edge: "edge-1"}) {
+			t.Fatalf("batch from %v", b.ID.Edge)
+		}
+		for _, r := range b.Readings {
+			k := fmt.Sprintf("%s/%s/%d", r.Device, r.Metric, r.TS)
+			if _, dup := seen[k]; dup {
+				t.Fatalf("reading %s twice", k)
+			}
+			seen[k] = r.Value
+		}
+	}
+	if v := seen[fmt.Sprintf("dev-2/temperature/%d", (base+7)*1e6)]; v != 7.5 {
+		t.Fatalf("dev-2 temperature at message 7 = %v, want 7.5", v)
+	}
+}

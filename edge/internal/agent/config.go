@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"net/url"
+	"strings"
+
+	"github.com/updraft-io/updraft/edge/internal/broker"
+	"github.com/updraft-io/updraft/edge/internal/buffer"
+	"github.com/updraft-io/updraft/edge/internal/decode"
+	"github.com/updraft-io/updraft/edge/internal/forward"
+	"github.com/updraft-io/updraft/edge/internal/ingest"
+	"github.com/updraft-io/updraft/schemas"
+	"github.com/updraft-io/updraft/schemas/config"
+)
+
+// Config is the whole edge agent configuration (deploy/local/edge.yaml).
+type Config struct {
+	Region string         `yaml:"region" help:"region this edge belongs to (a subject token)"`
+	Site   string         `yaml:"site" help:"site of this edge (a subject token)"`
+	Edge   string         `yaml:"edge" help:"id of this edge agent, unique within its site (a subject token)"`
+	MQTT   ingest.Config  `yaml:"mqtt"`
+	Broker broker.Config  `yaml:"broker"`
+	Decode decode.Config  `yaml:"decode"`
+	Buffer buffer.Config  `yaml:"buffer"`
+	NATS   NATSConfig     `yaml:"nats"`
+	Fwd    forward.Config `yaml:"forward"`
+	HTTP   HTTPConfig     `yaml:"http"`
+}
+
+// NATSConfig is the uplink to the regional gateway.
+type NATSConfig struct {
+	URL          string `yaml:"url" help:"regional NATS URL(s), comma separated: nats://host:4222 or tls://host:4222"`
+	CredsFile    string `yaml:"creds_file" help:"NATS credentials file (JWT + NKey seed) for this edge"`
+	NKeyFile     string `yaml:"nkey_file" help:"NKey seed file for this edge (alternative to creds_file)"`
+	User         string `yaml:"user" help:"NATS user name (alternative to creds_file)"`
+	PasswordFile string `yaml:"password_file" help:"file holding the NATS password"`
+	CAFile       string `yaml:"ca_file" help:"PEM CA bundle to verify the gateway's TLS certificate"`
+	CertFile     string `yaml:"cert_file" help:"PEM client certificate for mutual TLS"`
+	KeyFile      string `yaml:"key_file" help:"PEM client key for mutual TLS"`
+}
+
+// HTTPConfig is the ops and status endpoint.
+type HTTPConfig struct {
+	Addr string `yaml:"addr" help:"address for /healthz, /readyz, /metrics and /api/v1/status (\"\" disables)"`
+}
+
+// DefaultConfig returns the defaults used by the local stack.
+func DefaultConfig() Config {
+	return Config{
+		Region: "local", Site: "lab", Edge: "edge-1",
+		MQTT: ingest.DefaultConfig(),
+		Broker: func() broker.Config {
+			// Production sites have a broker already; the local stack turns this on.
+			b := broker.DefaultConfig()
+			b.Enabled = false
+			return b
+		}(),
+		Decode: decode.DefaultConfig(),
+		Buffer: buffer.DefaultConfig(),
+		NATS:   NATSConfig{URL: "nats://127.0.0.1:4222"},
+		Fwd:    forward.DefaultConfig(),
+		HTTP:   HTTPConfig{Addr: "127.0.0.1:7410"},
+	}
+}
+
+// EdgeID is this agent's identity.
+func (c Config) EdgeID() schemas.EdgeID {
+	return schemas.EdgeID{Region: c.Region, Site: c.Site, Edge: c.Edge}
+}
+
+// Validate checks every section, naming the key at fault.
+func (c Config) Validate() error {
+	for _, f := range []struct{ key, v string }{{"region", c.Region}, {"site", c.Site}, {"edge", c.Edge}} {
+		if err := schemas.ValidateToken(f.key, f.v); err != nil {
+			return config.Invalid(f.key, f.v, "a non-empty token without spaces, dots, '*' or '>'")
+		}
+	}
+	if err := buffer.CheckPlatform(); err != nil {
+		return err
+	}
+	for _, u := range strings.Split(c.NATS.URL, ",") {
+		p, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || p.Host == "" || (p.Scheme != "nats" && p.Scheme != "tls" && p.Scheme != "ws" && p.Scheme != "wss") {
+			return config.Invalid("nats.url", c.NATS.URL, "nats://host:port or tls://host:port URLs, comma separated")
+		}
+	}
+	if (c.NATS.CertFile == "") != (c.NATS.KeyFile == "") {
+		return config.Invalid("nats.cert_file", c.NATS.CertFile, "set together with nats.key_file")
+	}
+	n := 0
+	for _, set := range []bool{c.NATS.CredsFile != "", c.NATS.NKeyFile != "", c.NATS.User != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return config.Invalid("nats.creds_file", c.NATS.CredsFile, "only one of nats.creds_file, nats.nkey_file, nats.user")
+	}
+	for _, v := range []interface{ Validate() error }{c.MQTT, c.Broker, c.Decode, c.Buffer, c.Fwd} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

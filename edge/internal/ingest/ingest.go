@@ -1,0 +1,272 @@
+// Package ingest is where a reading enters the edge: an MQTT client with a
+// persistent session that subscribes at QoS 1, decodes each message and hands
+// its readings to the durable buffer. The message is acknowledged (PUBACK)
+// only once the buffer says the readings are on disk, so the broker keeps, and
+// re-sends, anything the agent has not made durable.
+package ingest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/updraft-io/updraft/edge/internal/buffer"
+	"github.com/updraft-io/updraft/edge/internal/decode"
+	"github.com/updraft-io/updraft/schemas"
+	"github.com/updraft-io/updraft/schemas/config"
+)
+
+// Config is the MQTT connection.
+type Config struct {
+	Broker       string        `yaml:"broker" help:"MQTT broker URL: tcp://host:1883, ssl://host:8883 or ws://host/mqtt"`
+	ClientID     string        `yaml:"client_id" help:"MQTT client id; the persistent session is keyed by it (default updraft-<region>-<site>-<edge>)"`
+	Username     string        `yaml:"username" help:"MQTT username"`
+	PasswordFile string        `yaml:"password_file" help:"file holding the MQTT password"`
+	KeepAlive    time.Duration `yaml:"keep_alive" help:"MQTT keep-alive interval"`
+	CAFile       string        `yaml:"ca_file" help:"PEM CA bundle to verify an ssl:// broker"`
+	CertFile     string        `yaml:"cert_file" help:"PEM client certificate for mutual TLS"`
+	KeyFile      string        `yaml:"key_file" help:"PEM client key for mutual TLS"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Broker: "tcp://127.0.0.1:1883", KeepAlive: 30 * time.Second}
+}
+
+// Validate checks the settings; keys are reported under "mqtt.".
+func (c Config) Validate() error {
+	u, err := url.Parse(c.Broker)
+	if err != nil || u.Host == "" {
+		return config.Invalid("mqtt.broker", c.Broker, "a URL like tcp://127.0.0.1:1883 or ssl://broker:8883")
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+	default:
+		return config.Invalid("mqtt.broker", c.Broker, "scheme tcp, mqtt, ssl, tls, mqtts, ws or wss")
+	}
+	if c.KeepAlive < time.Second {
+		return config.Invalid("mqtt.keep_alive", c.KeepAlive, "at least 1s")
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return config.Invalid("mqtt.cert_file", c.CertFile, "set together with mqtt.key_file")
+	}
+	return nil
+}
+
+// Sink is the durable buffer as ingest sees it.
+type Sink interface {
+	AppendMessage(kind string, rs []schemas.Reading, m buffer.Message, done func(error))
+	AppendDeadLetter(d buffer.DeadLetter, done func(error))
+}
+
+var _ Sink = (*buffer.Buffer)(nil)
+
+// Ingest subscribes and feeds the buffer.
+type Ingest struct {
+	cfg    Config
+	subs   []decode.Subscription
+	dec    *decode.Decoder
+	sink   Sink
+	log    *slog.Logger
+	client mqtt.Client
+
+	connected atomic.Bool
+	received  atomic.Uint64
+	acked     atomic.Uint64
+	readings  atomic.Uint64
+	rejected  atomic.Uint64
+
+	mMessages prometheus.Counter
+	mReadings prometheus.Counter
+	mRejected *prometheus.CounterVec
+	mAcked    prometheus.Counter
+	mConn     prometheus.Gauge
+}
+
+// New builds the MQTT ingest. The client id defaults to one derived from the
+// edge id so that restarts resume the same persistent session.
+func New(cfg Config, edge schemas.EdgeID, subs []decode.Subscription, dec *decode.Decoder, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*Ingest, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = "updraft-" + edge.Region + "-" + edge.Site + "-" + edge.Edge
+	}
+	in := &Ingest{cfg: cfg, subs: subs, dec: dec, sink: sink, log: log}
+	in.mMessages = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_mqtt_messages_total", Help: "MQTT messages received."})
+	in.mReadings = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_readings_accepted_total", Help: "Readings decoded and handed to the buffer."})
+	in.mRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "updraft_edge_messages_rejected_total",
+		Help: "MQTT messages dead-lettered, by reason."}, []string{"reason"})
+	in.mAcked = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_mqtt_acked_total", Help: "MQTT messages acknowledged after being made durable."})
+	in.mConn = prometheus.NewGauge(prometheus.GaugeOpts{Name: "updraft_edge_mqtt_connected", Help: "1 while connected to the MQTT broker."})
+	if reg != nil {
+		reg.MustRegister(in.mMessages, in.mReadings, in.mRejected, in.mAcked, in.mConn)
+	}
+	opts, err := in.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	in.client = mqtt.NewClient(opts)
+	return in, nil
+}
+
+func (in *Ingest) clientOptions() (*mqtt.ClientOptions, error) {
+	o := mqtt.NewClientOptions().
+		AddBroker(in.cfg.Broker).
+		SetClientID(in.cfg.ClientID).
+		// A persistent session makes the broker queue QoS 1 messages while the
+		// agent is down or reconnecting.
+		SetCleanSession(false).
+		SetAutoAckDisabled(true).
+		SetOrderMatters(true).
+		SetKeepAlive(in.cfg.KeepAlive).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).
+		// With a persistent session the broker may deliver before Subscribe
+		// runs; without a default handler those messages are never acked.
+		SetDefaultPublishHandler(in.handle).
+		SetOnConnectHandler(in.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			in.connected.Store(false)
+			in.mConn.Set(0)
+			in.log.Warn("mqtt connection lost", "broker", in.cfg.Broker, "err", err)
+		})
+	if in.cfg.Username != "" {
+		o.SetUsername(in.cfg.Username)
+	}
+	if in.cfg.PasswordFile != "" {
+		pw, err := os.ReadFile(in.cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("read mqtt.password_file: %w", err)
+		}
+		o.SetPassword(strings.TrimRight(string(pw), "\r\n"))
+	}
+	if in.cfg.CAFile != "" || in.cfg.CertFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if in.cfg.CAFile != "" {
+			pem, err := os.ReadFile(in.cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("read mqtt.ca_file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, config.Invalid("mqtt.ca_file", in.cfg.CAFile, "a file with PEM certificates")
+			}
+		}
+		if in.cfg.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(in.cfg.CertFile, in.cfg.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("load mqtt client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		o.SetTLSConfig(tc)
+	}
+	return o, nil
+}
+
+func (in *Ingest) onConnect(c mqtt.Client) {
+	filters := make(map[string]byte, len(in.subs))
+	for _, s := range in.subs {
+		filters[s.Topic] = 1
+	}
+	tok := c.SubscribeMultiple(filters, in.handle)
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		in.log.Error("mqtt subscribe failed; reconnecting", "filters", filters, "err", tok.Error())
+		// Force a reconnect so that subscribing is retried.
+		go c.Disconnect(0)
+		return
+	}
+	in.connected.Store(true)
+	in.mConn.Set(1)
+	in.log.Info("mqtt connected and subscribed", "broker", in.cfg.Broker, "client_id", in.cfg.ClientID, "filters", len(filters))
+}
+
+// handle runs on paho's router goroutine: it must return quickly, so the
+// durable write completes asynchronously and acknowledges from its callback.
+func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
+	in.received.Add(1)
+	in.mMessages.Inc()
+	rs, err := in.dec.Decode(nil, m.Topic(), m.Payload())
+	if err != nil {
+		reason := "decode_error"
+		var rej *decode.Reject
+		if errors.As(err, &rej) {
+			reason = string(rej.Reason)
+		}
+		in.rejected.Add(1)
+		in.mRejected.WithLabelValues(reason).Inc()
+		in.log.Debug("payload dead-lettered", "topic", m.Topic(), "reason", reason, "err", err)
+		in.sink.AppendDeadLetter(buffer.DeadLetter{Topic: m.Topic(), Reason: reason, ReceivedAt: time.Now(), Payload: m.Payload()},
+			in.acker(m))
+		return
+	}
+	in.readings.Add(uint64(len(rs)))
+	in.mReadings.Add(float64(len(rs)))
+	// The message key lets the buffer recognise a broker's re-delivery (DUP
+	// flag set) of a message it already made durable before a crash cut
+	// the PUBACK, instead of storing its readings twice (docs/buffer.md).
+	msg := buffer.Message{Key: buffer.MessageKey(m.Topic(), m.MessageID(), m.Payload()), Dup: m.Duplicate()}
+	in.sink.AppendMessage(schemas.KindRaw, rs, msg, in.acker(m))
+}
+
+func (in *Ingest) acker(m mqtt.Message) func(error) {
+	return func(err error) {
+		if err != nil {
+			// Not acknowledged: the broker re-delivers it on the next session.
+			if !errors.Is(err, context.Canceled) {
+				in.log.Warn("message not made durable; leaving it unacknowledged", "topic", m.Topic(), "err", err)
+			}
+			return
+		}
+		m.Ack()
+		in.acked.Add(1)
+		in.mAcked.Inc()
+	}
+}
+
+// Stats is a snapshot for the status API.
+type Stats struct {
+	Connected bool   `json:"connected"`
+	Broker    string `json:"broker"`
+	Received  uint64 `json:"messages_received"`
+	Acked     uint64 `json:"messages_acked"`
+	Readings  uint64 `json:"readings_accepted"`
+	Rejected  uint64 `json:"messages_rejected"`
+}
+
+// Stats returns counters since start.
+func (in *Ingest) Stats() Stats {
+	return Stats{Connected: in.connected.Load(), Broker: in.cfg.Broker, Received: in.received.Load(),
+		Acked: in.acked.Load(), Readings: in.readings.Load(), Rejected: in.rejected.Load()}
+}
+
+// Connected reports whether the client is connected and subscribed.
+func (in *Ingest) Connected() bool { return in.connected.Load() }
+
+// Run connects (retrying until the broker is reachable) and stays connected
+// until ctx ends.
+func (in *Ingest) Run(ctx context.Context) error {
+	in.log.Info("connecting to mqtt broker", "broker", in.cfg.Broker)
+	in.client.Connect() // with ConnectRetry the token completes only once connected
+	<-ctx.Done()
+	// Disconnect without waiting for in-flight handlers to be acked: anything
+	// not yet durable stays unacknowledged in the broker's session.
+	in.client.Disconnect(250)
+	in.connected.Store(false)
+	in.mConn.Set(0)
+	return nil
+}
