@@ -1,0 +1,163 @@
+package lake
+
+import (
+	"bufio"
+	"cmp"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/updraft-io/updraft/schemas"
+	lakefmt "github.com/updraft-io/updraft/schemas/lake"
+)
+
+// RawSchema is the Arrow schema of raw reading files. The timestamp's "UTC"
+// zone makes Parquet mark it isAdjustedToUTC.
+var RawSchema = arrow.NewSchema([]arrow.Field{
+	{Name: lakefmt.ColTS, Type: &arrow.TimestampType{Unit: arrow.Nanosecond, TimeZone: "UTC"}},
+	{Name: lakefmt.ColRegion, Type: arrow.BinaryTypes.String},
+	{Name: lakefmt.ColSite, Type: arrow.BinaryTypes.String},
+	{Name: lakefmt.ColEdge, Type: arrow.BinaryTypes.String},
+	{Name: lakefmt.ColDevice, Type: arrow.BinaryTypes.String},
+	{Name: lakefmt.ColMetric, Type: arrow.BinaryTypes.String},
+	{Name: lakefmt.ColValue, Type: arrow.PrimitiveTypes.Float64},
+	{Name: lakefmt.ColUnit, Type: arrow.BinaryTypes.String, Nullable: true},
+}, nil)
+
+// Column positions in RawSchema.
+const (
+	colTS = iota
+	colRegion
+	colSite
+	colEdge
+	colDevice
+	colMetric
+	colValue
+	colUnit
+)
+
+// sortRows orders rows by device, metric and time (then edge and site so
+// the order is total). Grouping by device makes the device and metric
+// statistics of each row group narrow, which is what lets a query for one
+// device skip most row groups, and it makes the columns compress well.
+func sortRows(rows []*schemas.Reading) {
+	slices.SortFunc(rows, func(a, b *schemas.Reading) int {
+		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.TS, b.TS),
+			cmp.Compare(a.Edge, b.Edge), cmp.Compare(a.Site, b.Site))
+	})
+}
+
+func writerProperties(rowGroupRows int) *parquet.WriterProperties {
+	return parquet.NewWriterProperties(
+		parquet.WithCompression(compress.Codecs.Zstd),
+		parquet.WithStats(true),
+		parquet.WithDictionaryDefault(true),
+		// Times and values rarely repeat: a dictionary would be built only to
+		// be abandoned.
+		parquet.WithDictionaryFor(lakefmt.ColTS, false),
+		parquet.WithDictionaryFor(lakefmt.ColValue, false),
+		parquet.WithMaxRowGroupLength(int64(rowGroupRows)),
+		parquet.WithSortingColumns([]parquet.SortingColumn{
+			{ColumnIdx: colDevice}, {ColumnIdx: colMetric}, {ColumnIdx: colTS},
+		}),
+		parquet.WithCreatedBy("updraft-cloud"),
+	)
+}
+
+// fileInfo summarises a written data file.
+type fileInfo struct {
+	rows         int64
+	minTS, maxTS int64
+	bytes        int64
+}
+
+// noCloseWriter hides Close from pqarrow, which would otherwise close the
+// file before it can be fsynced.
+type noCloseWriter struct{ io.Writer }
+
+// writeParquet writes rows, already sorted, to a new file at path and
+// fsyncs it.
+func writeParquet(path string, rows []*schemas.Reading, rowGroupRows int) (fileInfo, error) {
+	info := fileInfo{rows: int64(len(rows)), minTS: math.MaxInt64, maxTS: math.MinInt64}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return info, fmt.Errorf("create %s: %w", path, err)
+	}
+	fail := func(err error) (fileInfo, error) {
+		f.Close()
+		os.Remove(path)
+		return info, err
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	pw, err := pqarrow.NewFileWriter(RawSchema, noCloseWriter{bw}, writerProperties(rowGroupRows),
+		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	if err != nil {
+		return fail(fmt.Errorf("parquet writer %s: %w", path, err))
+	}
+	for start := 0; start < len(rows); start += rowGroupRows {
+		rec := buildRecord(rows[start:min(start+rowGroupRows, len(rows))], &info)
+		err := pw.Write(rec)
+		rec.Release()
+		if err != nil {
+			pw.Close()
+			return fail(fmt.Errorf("write parquet %s: %w", path, err))
+		}
+	}
+	if err := pw.Close(); err != nil {
+		return fail(fmt.Errorf("close parquet %s: %w", path, err))
+	}
+	if err := bw.Flush(); err != nil {
+		return fail(fmt.Errorf("write %s: %w", path, err))
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("sync %s: %w", path, err))
+	}
+	if fi, err := f.Stat(); err == nil {
+		info.bytes = fi.Size()
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return info, fmt.Errorf("close %s: %w", path, err)
+	}
+	return info, nil
+}
+
+// buildRecord turns rows into one Arrow record of RawSchema.
+func buildRecord(rows []*schemas.Reading, info *fileInfo) arrow.RecordBatch {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, RawSchema)
+	defer b.Release()
+	b.Reserve(len(rows))
+	ts := b.Field(colTS).(*array.TimestampBuilder)
+	region := b.Field(colRegion).(*array.StringBuilder)
+	site := b.Field(colSite).(*array.StringBuilder)
+	edge := b.Field(colEdge).(*array.StringBuilder)
+	device := b.Field(colDevice).(*array.StringBuilder)
+	metric := b.Field(colMetric).(*array.StringBuilder)
+	value := b.Field(colValue).(*array.Float64Builder)
+	unit := b.Field(colUnit).(*array.StringBuilder)
+	for _, r := range rows {
+		ts.UnsafeAppend(arrow.Timestamp(r.TS))
+		region.Append(r.Region)
+		site.Append(r.Site)
+		edge.Append(r.Edge)
+		device.Append(r.Device)
+		metric.Append(r.Metric)
+		value.UnsafeAppend(r.Value)
+		if r.Unit == "" {
+			unit.AppendNull()
+		} else {
+			unit.Append(r.Unit)
+		}
+		info.minTS, info.maxTS = min(info.minTS, r.TS), max(info.maxTS, r.TS)
+	}
+	return b.NewRecordBatch()
+}

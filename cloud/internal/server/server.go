@@ -1,0 +1,161 @@
+// Package server is the updraft-cloud process: it composes the lake writer,
+// the JetStream ingester and the HTTP API (status, queries, health and
+// metrics) under one configuration and one Run.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/updraft-io/updraft/cloud/internal/ingest"
+	"github.com/updraft-io/updraft/cloud/internal/lake"
+	"github.com/updraft-io/updraft/cloud/internal/query"
+	"github.com/updraft-io/updraft/schemas/config"
+	"github.com/updraft-io/updraft/schemas/ops"
+)
+
+// HTTPConfig is the YAML section "http".
+type HTTPConfig struct {
+	Addr string `yaml:"addr" help:"listen address of the HTTP API, /metrics, /healthz and /readyz"`
+}
+
+// Config is the whole updraft-cloud configuration file.
+type Config struct {
+	Region string            `yaml:"region" help:"region whose TELEMETRY stream this process writes to the lake"`
+	NATS   ingest.NATSConfig `yaml:"nats"`
+	Lake   lake.Config       `yaml:"lake"`
+	HTTP   HTTPConfig        `yaml:"http"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Region: ingest.DefaultConfig().Region,
+		NATS:   ingest.DefaultNATSConfig(),
+		Lake:   lake.DefaultConfig(),
+		HTTP:   HTTPConfig{Addr: "127.0.0.1:7430"},
+	}
+}
+
+// Validate reports the first bad setting, naming its YAML key.
+func (c Config) Validate() error {
+	if err := c.ingest().Validate(); err != nil {
+		return err
+	}
+	if err := c.Lake.Validate(); err != nil {
+		return err
+	}
+	if c.NATS.AckWait != 0 && c.NATS.AckWait <= c.Lake.RollInterval {
+		return config.Invalid("nats.ack_wait", c.NATS.AckWait, "0 (derived) or longer than lake.roll_interval ("+c.Lake.RollInterval.String()+")")
+	}
+	host, port, err := net.SplitHostPort(c.HTTP.Addr)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || (host != "" && net.ParseIP(host) == nil && host != "localhost") {
+		return config.Invalid("http.addr", c.HTTP.Addr, "host:port, e.g. 127.0.0.1:7430 or :7430")
+	}
+	return nil
+}
+
+func (c Config) ingest() ingest.Config { return ingest.Config{Region: c.Region, NATS: c.NATS} }
+
+// Server is a configured updraft-cloud ready to Run.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	w     *lake.Writer
+	in    *ingest.Ingester
+	http  *ops.Server
+	close sync.Once
+	ran   bool
+}
+
+// New opens (and recovers) the lake and binds the HTTP address, so both
+// fail here rather than in Run. reg receives the metrics and is served on
+// /metrics; nil means a fresh registry. Call Run, or Close if Run is never
+// called.
+func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = ops.NewRegistry()
+	}
+	w, err := lake.Open(cfg.Lake, log.With("part", "lake"))
+	if err != nil {
+		return nil, err
+	}
+	in, err := ingest.New(cfg.ingest(), w, log.With("part", "ingest"), reg)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, w: w, in: in}
+	s.http = &ops.Server{
+		Addr: cfg.HTTP.Addr, Registry: reg, Ready: in.Ready, Log: log,
+		Handlers: map[string]http.Handler{
+			"GET /api/v1/status": http.HandlerFunc(s.status),
+			"GET /api/v1/query":  query.New(w.Dir()).Handler(log.With("part", "query")),
+		},
+	}
+	if err := s.http.Listen(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// URL is the HTTP API's base URL.
+func (s *Server) URL() string { return s.http.URL() }
+
+// Run serves and ingests until ctx ends or the lake fails, then flushes,
+// acknowledges and releases everything.
+func (s *Server) Run(ctx context.Context) error {
+	s.ran = true
+	defer s.Close()
+	s.log.Info("starting", "region", s.cfg.Region, "nats", s.cfg.NATS.URL, "lake", s.w.Dir(), "http", s.URL())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.in.Run(gctx) })
+	g.Go(func() error { return s.http.Run(gctx) })
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("updraft-cloud: %w", err)
+	}
+	s.log.Info("stopped", "rows_committed", s.w.Totals().Rows)
+	return nil
+}
+
+// Close releases the lake and the listener; Run calls it on return.
+func (s *Server) Close() error {
+	var err error
+	s.close.Do(func() {
+		if !s.ran {
+			// ops.Server closes its listener only at the end of Run; a
+			// cancelled Run returns at once.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			err = s.http.Run(ctx)
+		}
+		err = errors.Join(err, s.w.Close())
+	})
+	return err
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(s.in.Status())
+}
