@@ -126,6 +126,7 @@ func (b *Buffer) step(housekeeping bool) error {
 		return err
 	}
 	if housekeeping && time.Since(b.w.lastDisk) >= 10*time.Second {
+		b.w.lastDisk = time.Now()
 		b.updateDisk()
 	}
 	return nil
@@ -613,13 +614,14 @@ func (b *Buffer) reclaim() error {
 	return nil
 }
 
+// updateDisk measures the directory. It touches only mutex-guarded state, so
+// it is safe from any goroutine; the run loop paces how often it is called.
 func (b *Buffer) updateDisk() {
 	alloc, apparent, err := dirSize(b.cfg.Dir)
 	if err != nil {
 		b.log.Warn("buffer: measure directory", "err", err)
 		return
 	}
-	b.w.lastDisk = time.Now()
 	b.mu.Lock()
 	b.s.diskBytes, b.s.diskApparent = alloc, apparent
 	b.mu.Unlock()
@@ -722,7 +724,9 @@ func (b *Buffer) hasOpen() bool {
 
 // eligibleLocked: a batch the forwarder has not been handed yet (one it has
 // may be in flight to JetStream already) and that is not being acknowledged.
-func (b *Buffer) eligibleLocked(m *batchMeta) bool { return m.seq > b.s.handedOut && !m.busy }
+func (b *Buffer) eligibleLocked(m *batchMeta) bool {
+	return m.seq > b.s.handedOut && !m.busy && !m.claimed
+}
 
 // shed removes batches under the policy: drop_oldest drops the oldest
 // eligible batches matching match (all, if nil) until the buffer is under
