@@ -139,6 +139,7 @@ type batchMeta struct {
 	refSegs []uint64 // segments this batch keeps alive
 	replay  bool     // sealed before this process started
 	busy    bool     // being acknowledged or discarded
+	claimed bool     // handed out by Claim: in flight to JetStream
 }
 
 type deadMeta struct {
@@ -642,12 +643,15 @@ type Stats struct {
 	Segments          int   `json:"segments"`
 	// OldestUnsent is the arrival time of the oldest buffered reading (what
 	// max_age limits); OldestUnsentReading is its event time.
-	OldestUnsent        time.Time         `json:"oldest_unsent,omitzero"`
-	OldestUnsentReading time.Time         `json:"oldest_unsent_reading,omitzero"`
-	Blocked             bool              `json:"blocked"`
-	Dropped             map[string]uint64 `json:"dropped"`
-	Summarised          map[string]uint64 `json:"summarised"`
-	Duplicates          uint64            `json:"duplicates"`
+	OldestUnsent        time.Time `json:"oldest_unsent,omitzero"`
+	OldestUnsentReading time.Time `json:"oldest_unsent_reading,omitzero"`
+	// OldestUnsentAge is how long the oldest buffered reading has waited, in
+	// seconds (0 when nothing is buffered): the backlog metric.
+	OldestUnsentAge float64           `json:"oldest_unsent_age_seconds"`
+	Blocked         bool              `json:"blocked"`
+	Dropped         map[string]uint64 `json:"dropped"`
+	Summarised      map[string]uint64 `json:"summarised"`
+	Duplicates      uint64            `json:"duplicates"`
 	// Commits counts Badger transactions (each one fsync); WrittenBytes the
 	// key and value bytes they wrote since Open (what wears an SD card, before
 	// Badger's own overhead: docs/buffer.md).
@@ -672,6 +676,7 @@ func (b *Buffer) Stats() Stats {
 	}
 	if born, ts, ok := b.oldestLocked(); ok {
 		st.OldestUnsent, st.OldestUnsentReading = time.Unix(0, born).UTC(), time.Unix(0, ts).UTC()
+		st.OldestUnsentAge = max(0, float64(b.now().UnixNano()-born)/1e9)
 	}
 	return st
 }

@@ -20,7 +20,7 @@ func init() {
 // during the run and shrinks back under a bound once everything is
 // acknowledged: Badger alone would keep every deleted entry's tombstone.
 //
-//	go test -run TestReclamation -reclaim-bytes 1GiB ./edge/internal/buffer/
+//	go test ./edge/internal/buffer/ -run TestReclamation -v -reclaim-bytes=1GiB
 func TestReclamation(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxBytes = 256 << 20 // segments of 16 MiB

@@ -724,7 +724,9 @@ func (b *Buffer) hasOpen() bool {
 
 // eligibleLocked: a batch the forwarder has not been handed yet (one it has
 // may be in flight to JetStream already) and that is not being acknowledged.
-func (b *Buffer) eligibleLocked(m *batchMeta) bool { return m.seq > b.s.handedOut && !m.busy }
+func (b *Buffer) eligibleLocked(m *batchMeta) bool {
+	return m.seq > b.s.handedOut && !m.busy && !m.claimed
+}
 
 // shed removes batches under the policy: drop_oldest drops the oldest
 // eligible batches matching match (all, if nil) until the buffer is under

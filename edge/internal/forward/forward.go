@@ -30,15 +30,22 @@ import (
 
 // Config tunes forwarding.
 type Config struct {
-	MaxInFlight  int           `yaml:"max_in_flight" help:"batches published and awaiting a JetStream ack at once"`
+	MaxInFlight  int           `yaml:"max_in_flight" help:"batches published and awaiting a JetStream ack at once, per lane (live and backlog)"`
 	AckTimeout   time.Duration `yaml:"ack_timeout" help:"how long to wait for JetStream's ack before retrying a batch"`
 	RetryInitial time.Duration `yaml:"retry_initial" help:"first retry delay after a failed publish (doubles, with jitter)"`
 	RetryMax     time.Duration `yaml:"retry_max" help:"longest retry delay"`
+	// MaxBytesPerSecond caps the encoded batch bytes sent per second, both
+	// lanes together; 0 means no cap.
+	MaxBytesPerSecond int64 `yaml:"max_bytes_per_second" help:"uplink cap in encoded batch bytes per second, live and backlog together; 0 = unlimited"`
+	// BacklogShare is the part of the cap the backlog may use while live
+	// data needs the rest; with no live data it may use all of it.
+	BacklogShare float64 `yaml:"backlog_share" help:"part of max_bytes_per_second the backlog may use while live data needs the rest (0 to 1)"`
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{MaxInFlight: 8, AckTimeout: 10 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 10 * time.Second}
+	return Config{MaxInFlight: 8, AckTimeout: 10 * time.Second, RetryInitial: 200 * time.Millisecond, RetryMax: 10 * time.Second,
+		BacklogShare: 0.5}
 }
 
 // Validate checks the settings; keys are reported under "forward.".
@@ -52,22 +59,38 @@ func (c Config) Validate() error {
 		return config.Invalid("forward.retry_initial", c.RetryInitial, "a positive duration")
 	case c.RetryMax < c.RetryInitial:
 		return config.Invalid("forward.retry_max", c.RetryMax, "at least forward.retry_initial")
+	case c.MaxBytesPerSecond < 0:
+		return config.Invalid("forward.max_bytes_per_second", c.MaxBytesPerSecond, "0 (no cap) or a positive byte rate")
+	case c.MaxBytesPerSecond > 0 && c.MaxBytesPerSecond < 1024:
+		return config.Invalid("forward.max_bytes_per_second", c.MaxBytesPerSecond, "at least 1024, or 0 for no cap")
+	case !(c.BacklogShare > 0 && c.BacklogShare <= 1):
+		return config.Invalid("forward.backlog_share", c.BacklogShare, "more than 0 and at most 1")
 	}
 	return nil
 }
 
 // Source is the part of the buffer the forwarder consumes.
 type Source interface {
-	Next(ctx context.Context, after uint64) (buffer.Sealed, error)
+	Claim(ctx context.Context, end buffer.End, maxAge time.Duration) (buffer.Sealed, error)
+	Unclaim(seq uint64)
 	Ack(seq uint64) error
 	NextDeadLetter(ctx context.Context, after uint64) (uint64, buffer.DeadLetter, error)
 	AckDeadLetter(seq uint64) error
 	Epoch() uint64
+	Stats() buffer.Stats
 }
 
 var _ Source = (*buffer.Buffer)(nil)
 
-// Forwarder publishes sealed batches and dead letters to JetStream.
+// replayWait: the live lane takes only batches sealed at most this long ago;
+// a batch the backlog lane claims after it waited this long sealed in the
+// buffer is marked replay even when it is younger than buffer.ReplayAge (it
+// waited out an outage or the uplink cap).
+const replayWait = 5 * time.Second
+
+// Forwarder publishes sealed batches and dead letters to JetStream in two
+// lanes: the live lane takes the newest batch, the backlog lane the oldest,
+// so after an outage live data keeps flowing while the backlog drains.
 type Forwarder struct {
 	cfg  Config
 	edge schemas.EdgeID
@@ -75,9 +98,33 @@ type Forwarder struct {
 	js   jetstream.JetStream
 	log  *slog.Logger
 	m    metrics
+	up   *uplink
 
 	sentBatches, sentReadings, replayReadings, failures atomic.Uint64
-	lastAck                                             atomic.Int64 // unix ns of the last JetStream ack
+	laneReadings                                        [2]atomic.Uint64 // by lane: live, backlog
+	lastAck                                             atomic.Int64     // unix ns of the last JetStream ack
+	liveClaimed                                         atomic.Int64     // unix ns the live lane last claimed a batch
+	liveWaiting                                         atomic.Int32     // live batches waiting for the uplink
+
+	rmu   sync.Mutex
+	rates rates
+}
+
+const (
+	laneLive = iota
+	laneBacklog
+)
+
+var laneNames = [2]string{"live", "backlog"}
+
+// rates are the per-second estimates the status API shows.
+type rates struct {
+	at       time.Time
+	lane     [2]uint64 // counters at the last sample
+	buffered int64
+	perSec   [2]float64
+	drain    float64 // buffered readings leaving per second, net of arrivals
+	valid    bool
 }
 
 type metrics struct {
@@ -87,6 +134,8 @@ type metrics struct {
 	latency    prometheus.Histogram
 	inFlight   prometheus.Gauge
 	deadLetter prometheus.Counter
+	laneRate   *prometheus.GaugeVec
+	drainSecs  prometheus.Gauge
 }
 
 // New builds a Forwarder publishing through js.
@@ -95,6 +144,7 @@ func New(cfg Config, edge schemas.EdgeID, src Source, js jetstream.JetStream, lo
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &Forwarder{cfg: cfg, edge: edge, src: src, js: js, log: log}
+	f.up = newUplink(cfg.MaxBytesPerSecond, cfg.BacklogShare, f.liveBusy)
 	f.m = metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "updraft_edge_forward_batches_total",
 			Help: "Batches acknowledged by JetStream, by mode (live or replay)."}, []string{"mode"}),
@@ -108,9 +158,14 @@ func New(cfg Config, edge schemas.EdgeID, src Source, js jetstream.JetStream, lo
 			Help: "Batches published and awaiting an ack."}),
 		deadLetter: prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_forward_dead_letters_total",
 			Help: "Dead letters acknowledged by JetStream."}),
+		laneRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "updraft_edge_forward_readings_per_second",
+			Help: "Readings acknowledged per second, by lane (live or backlog), smoothed."}, []string{"lane"}),
+		drainSecs: prometheus.NewGauge(prometheus.GaugeOpts{Name: "updraft_edge_forward_drain_seconds",
+			Help: "Estimated seconds until the buffer is drained; -1 while it is not shrinking."}),
 	}
 	if reg != nil {
-		reg.MustRegister(f.m.batches, f.m.readings, f.m.failures, f.m.latency, f.m.inFlight, f.m.deadLetter)
+		reg.MustRegister(f.m.batches, f.m.readings, f.m.failures, f.m.latency, f.m.inFlight, f.m.deadLetter,
+			f.m.laneRate, f.m.drainSecs)
 	}
 	return f
 }
@@ -122,45 +177,168 @@ type Stats struct {
 	ReplayReadings  uint64    `json:"replay_readings_sent"`
 	PublishFailures uint64    `json:"publish_failures"`
 	LastAck         time.Time `json:"last_ack,omitzero"`
+	// LiveRate and BacklogRate are readings acknowledged per second by each
+	// lane, smoothed over a few seconds.
+	LiveRate    float64 `json:"live_readings_per_second"`
+	BacklogRate float64 `json:"backlog_readings_per_second"`
+	// DrainSeconds estimates when the buffer is empty at the current net
+	// rate (sent minus arriving); -1 while it is not shrinking, 0 when empty.
+	DrainSeconds float64 `json:"drain_seconds_estimate"`
+	// NATS is the connection state: CONNECTED, RECONNECTING, CLOSED, ...
+	NATS              string `json:"nats_state"`
+	MaxBytesPerSecond int64  `json:"max_bytes_per_second"`
 }
 
 // Stats returns counters since start.
 func (f *Forwarder) Stats() Stats {
 	s := Stats{BatchesSent: f.sentBatches.Load(), ReadingsSent: f.sentReadings.Load(),
-		ReplayReadings: f.replayReadings.Load(), PublishFailures: f.failures.Load()}
+		ReplayReadings: f.replayReadings.Load(), PublishFailures: f.failures.Load(),
+		MaxBytesPerSecond: f.cfg.MaxBytesPerSecond}
 	if ns := f.lastAck.Load(); ns != 0 {
 		s.LastAck = time.Unix(0, ns).UTC()
 	}
+	if f.js != nil {
+		if nc := f.js.Conn(); nc != nil {
+			s.NATS = nc.Status().String()
+		}
+	}
+	f.rmu.Lock()
+	s.LiveRate, s.BacklogRate = f.rates.perSec[laneLive], f.rates.perSec[laneBacklog]
+	s.DrainSeconds = f.drainLocked()
+	f.rmu.Unlock()
 	return s
+}
+
+func (f *Forwarder) drainLocked() float64 {
+	r := &f.rates
+	switch {
+	case r.buffered == 0:
+		return 0
+	case !r.valid || r.drain <= 0:
+		return -1
+	}
+	return float64(r.buffered) / r.drain
+}
+
+// sample updates the rate estimates; Run calls it every second.
+func (f *Forwarder) sample(now time.Time) {
+	buffered := f.src.Stats().BufferedReadings
+	f.rmu.Lock()
+	defer f.rmu.Unlock()
+	r := &f.rates
+	lanes := [2]uint64{f.laneReadings[0].Load(), f.laneReadings[1].Load()}
+	if !r.at.IsZero() {
+		dt := now.Sub(r.at).Seconds()
+		if dt > 0 {
+			const alpha = 0.4 // about a 2-3 s memory at one sample a second
+			for i := range lanes {
+				x := float64(lanes[i]-r.lane[i]) / dt
+				r.perSec[i] = alpha*x + (1-alpha)*r.perSec[i]
+			}
+			x := float64(r.buffered-buffered) / dt
+			if !r.valid {
+				r.drain, r.valid = x, true
+			} else {
+				r.drain = alpha*x + (1-alpha)*r.drain
+			}
+		}
+	}
+	r.at, r.lane, r.buffered = now, lanes, buffered
+	f.m.laneRate.WithLabelValues("live").Set(r.perSec[laneLive])
+	f.m.laneRate.WithLabelValues("backlog").Set(r.perSec[laneBacklog])
+	f.m.drainSecs.Set(f.drainLocked())
+}
+
+// liveBusy: the live lane has data to send, so the backlog keeps to its share.
+func (f *Forwarder) liveBusy() bool {
+	return f.liveWaiting.Load() > 0 || time.Now().UnixNano()-f.liveClaimed.Load() < int64(time.Second)
 }
 
 // Run forwards until ctx ends. Batches in flight when ctx ends stay in the
 // buffer and are sent again, with the same identity, on the next start.
 func (f *Forwarder) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); f.deadLetters(ctx) }()
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(2)
+	go func() { defer wg.Done(); f.deadLetters(ctx) }()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			f.sample(time.Now())
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	errs := make(chan error, 2)
+	for lane, end := range [2]buffer.End{buffer.Newest, buffer.Oldest} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := f.lane(ctx, lane, end)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	return errors.Join(<-errs, <-errs)
+}
 
+// lane claims batches from one end of the buffer and publishes them with at
+// most MaxInFlight awaiting an ack.
+func (f *Forwarder) lane(ctx context.Context, lane int, end buffer.End) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	slots := make(chan struct{}, f.cfg.MaxInFlight)
-	var after uint64
 	for {
-		s, err := f.src.Next(ctx, after)
+		// Take a slot before claiming, so claimed batches never pile up
+		// unsent where the limit policies cannot reach them.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		var maxAge time.Duration
+		if lane == laneLive {
+			maxAge = replayWait
+		}
+		s, err := f.src.Claim(ctx, end, maxAge)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("next sealed batch: %w", err)
+			return fmt.Errorf("claim sealed batch (%s lane): %w", laneNames[lane], err)
 		}
-		after = s.ID.Seq
+		if lane == laneLive {
+			f.liveClaimed.Store(time.Now().UnixNano())
+		} else if !s.Replay && time.Since(s.SealedAt) > replayWait {
+			s.Replay = true
+		}
 		msg, err := batch.Encode(s.ID, s.Kind, s.Replay, s.Readings)
 		if err != nil {
 			// A sealed batch that cannot be encoded is a bug: stop rather than skip data.
 			return fmt.Errorf("encode sealed batch %s: %w", s.ID, err)
 		}
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+		// Only the encoded form waits for the ack: decoded readings are
+		// several times larger, and 2 x max_in_flight batches may wait.
+		count := len(s.Readings)
+		s.Readings = nil
+		if lane == laneLive {
+			f.liveWaiting.Add(1)
+		}
+		err = f.up.wait(ctx, lane == laneBacklog, len(msg.Data))
+		if lane == laneLive {
+			f.liveWaiting.Add(-1)
+		}
+		if err != nil {
+			f.src.Unclaim(s.ID.Seq)
 			return nil
 		}
 		f.m.inFlight.Inc()
@@ -168,19 +346,21 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots; f.m.inFlight.Dec() }()
-			f.publish(ctx, s, msg)
+			f.publish(ctx, lane, s, count, msg)
 		}()
 	}
 }
 
 // publish retries until JetStream acknowledges or ctx ends.
-func (f *Forwarder) publish(ctx context.Context, s buffer.Sealed, msg *batch.Message) {
-	mode := "live"
-	if s.Replay {
-		mode = "replay"
-	}
+func (f *Forwarder) publish(ctx context.Context, lane int, s buffer.Sealed, count int, msg *batch.Message) {
 	nm := &nats.Msg{Subject: msg.Subject, Header: msg.Header, Data: msg.Data}
 	err := f.retry(ctx, "batch "+s.ID.String(), func(ctx context.Context) error {
+		if !s.Replay && time.Since(s.SealedAt) > replayWait {
+			// It waited out an outage: it is backlog now. The identity, and
+			// so the dedup, does not depend on the header.
+			s.Replay = true
+			nm.Header.Set(batch.HdrReplay, "1")
+		}
 		start := time.Now()
 		ack, err := f.js.PublishMsg(ctx, nm)
 		if err != nil {
@@ -193,6 +373,7 @@ func (f *Forwarder) publish(ctx context.Context, s buffer.Sealed, msg *batch.Mes
 		return nil
 	})
 	if err != nil {
+		f.src.Unclaim(s.ID.Seq)
 		return // ctx ended; the batch stays in the buffer
 	}
 	if err := f.src.Ack(s.ID.Seq); err != nil {
@@ -201,9 +382,14 @@ func (f *Forwarder) publish(ctx context.Context, s buffer.Sealed, msg *batch.Mes
 		f.log.Error("mark batch acknowledged", "batch", s.ID.String(), "err", err)
 		return
 	}
-	n := uint64(len(s.Readings))
+	mode := "live"
+	if s.Replay {
+		mode = "replay"
+	}
+	n := uint64(count)
 	f.sentBatches.Add(1)
 	f.sentReadings.Add(n)
+	f.laneReadings[lane].Add(n)
 	if s.Replay {
 		f.replayReadings.Add(n)
 	}
@@ -235,12 +421,40 @@ func (f *Forwarder) retry(ctx context.Context, what string, op func(context.Cont
 		}
 		f.log.Log(ctx, lvl, "publish failed, will retry", "what", what, "attempt", attempt, "err", err)
 		wait := time.Duration(rand.Int64N(int64(delay))) + delay/2
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := f.backoff(ctx, wait); err != nil {
+			return err
 		}
 		delay = min(delay*2, f.cfg.RetryMax)
+	}
+}
+
+// backoff waits d, or less when the NATS connection comes back: after an
+// outage the batches in flight are re-sent at once, not after their backoff,
+// so live data is not held up behind them.
+func (f *Forwarder) backoff(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	var nc *nats.Conn
+	if f.js != nil {
+		nc = f.js.Conn()
+	}
+	var poll <-chan time.Time
+	if nc != nil && !nc.IsConnected() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-poll:
+			if nc.IsConnected() {
+				return nil
+			}
+		}
 	}
 }
 

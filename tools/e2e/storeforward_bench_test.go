@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/updraft-io/updraft/tools/internal/stack"
+)
+
+// sfBenchPayloads are the messages of the ingest benchmark: four readings
+// each, 50 devices, like the proofs' workload.
+func sfBenchPayloads(n int) (topics, payloads []string) {
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range n {
+		topics = append(topics, fmt.Sprintf("devices/dev-%05d/telemetry", i%50+1))
+		payloads = append(payloads, fmt.Sprintf(`{"ts":%d,"temperature":%d.5,"humidity":%d.25,"pressure":1013.%d,"voltage":3.%d}`,
+			base+int64(i/50), i%40, i%90, i%10, i%9))
+	}
+	return topics, payloads
+}
+
+// sfBenchPublish publishes every payload at QoS 1 from one paho client as
+// fast as the broker acknowledges, and returns when all are acknowledged.
+func sfBenchPublish(tb testing.TB, url string, topics, payloads []string) {
+	tb.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("sf-bench-pub").SetCleanSession(true))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		tb.Fatalf("connect publisher: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	toks := make([]mqtt.Token, len(payloads))
+	for i := range payloads {
+		toks[i] = c.Publish(topics[i], 1, false, payloads[i])
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(2*time.Minute) || tok.Error() != nil {
+			tb.Fatalf("publish: %v", tok.Error())
+		}
+	}
+}
+
+// sfBenchCeiling: the same broker, publisher and payloads delivering at QoS 1
+// to a paho subscriber that does nothing. Returns messages/s.
+func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string) float64 {
+	var got atomic.Int64
+	all := make(chan struct{})
+	n := int64(len(payloads))
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(mq.URL()).SetClientID("sf-bench-sub").SetCleanSession(true).
+		SetOrderMatters(false))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("connect subscriber: %v", tok.Error())
+	}
+	defer sub.Disconnect(100)
+	if tok := sub.Subscribe("devices/+/telemetry", 1, func(mqtt.Client, mqtt.Message) {
+		if got.Add(1) == n {
+			close(all)
+		}
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("subscribe: %v", tok.Error())
+	}
+	start := time.Now()
+	sfBenchPublish(b, mq.URL(), topics, payloads)
+	select {
+	case <-all:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("subscriber got %d of %d messages", got.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkStoreForwardIngest measures durable ingest by the agent on one
+// core (GOMAXPROCS=1) behind Mosquitto, into JetStream, against the ceiling
+// of the same broker, publisher and payloads delivering to a subscriber that
+// does nothing. Also reported: the agent's peak RSS, bytes it wrote to disk
+// per reading (write_bytes), and encoded bytes on the wire per reading.
+//
+//	go test -run '^$' -bench StoreForwardIngest -benchtime 1x ./tools/e2e/
+func BenchmarkStoreForwardIngest(b *testing.B) {
+	const messages = 200_000
+	for _, inflight := range []int{20, 1000} {
+		b.Run("max_inflight_messages="+strconv.Itoa(inflight), func(b *testing.B) {
+			for range b.N {
+				mq := sfMosquitto(b, fmt.Sprintf("max_inflight_messages %d", inflight))
+				topics, payloads := sfBenchPayloads(messages)
+				ceiling := sfBenchCeiling(b, mq, topics, payloads)
+
+				s, _ := sfStack(b, sfOptions{mqttURL: mq.URL(), noCloud: true, edgeEnv: []string{"GOMAXPROCS=1"}})
+				pid := s.Proc(stack.Edge).Cmd.Process.Pid
+				w0, _ := stack.ProcWriteBytes(pid)
+				var peakRSS atomic.Int64
+				stop := make(chan struct{})
+				sampled := make(chan struct{})
+				go func() {
+					defer close(sampled)
+					for {
+						if rss, err := stack.ProcRSS(pid); err == nil && rss > peakRSS.Load() {
+							peakRSS.Store(rss)
+						}
+						select {
+						case <-stop:
+							return
+						case <-time.After(100 * time.Millisecond):
+						}
+					}
+				}()
+				start := time.Now()
+				b.ResetTimer()
+				sfBenchPublish(b, mq.URL(), topics, payloads)
+				var sent float64
+				deadline := time.Now().Add(2 * time.Minute)
+				for sent < 4*messages {
+					var st struct {
+						Forward struct {
+							Sent float64 `json:"readings_sent"`
+						} `json:"forward"`
+					}
+					if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
+						sent = st.Forward.Sent
+					}
+					if time.Now().After(deadline) {
+						b.Fatalf("agent forwarded %.0f of %d readings in 2 minutes", sent, 4*messages)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				el := time.Since(start)
+				b.StopTimer()
+				close(stop)
+				<-sampled
+				w1, _ := stack.ProcWriteBytes(pid)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				streamed, err := stack.ReadStream(ctx, s.NATSURL(), "TELEMETRY")
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				rate := float64(messages) / el.Seconds()
+				b.ReportMetric(rate, "msgs/s")
+				b.ReportMetric(4*rate, "readings/s")
+				b.ReportMetric(ceiling, "ceiling-msgs/s")
+				b.ReportMetric(100*rate/ceiling, "%-of-ceiling")
+				b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-RSS-MiB")
+				b.ReportMetric(float64(w1-w0)/(4*messages), "disk-B/reading")
+				b.ReportMetric(float64(streamed.Bytes)/(4*messages), "wire-B/reading")
+				b.Logf("%s", strings.Join([]string{
+					fmt.Sprintf("agent: %d messages (%d readings) into JetStream in %v", messages, 4*messages, el.Round(time.Millisecond)),
+					fmt.Sprintf("ceiling %.0f msgs/s; ratio %.0f%%", ceiling, 100*rate/ceiling),
+					fmt.Sprintf("%d batches on the wire", streamed.Batches)}, "; "))
+			}
+		})
+	}
+}
