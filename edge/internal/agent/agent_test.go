@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func runJetStream(t *testing.T) *server.Server {
+func runJetStream(t testing.TB) *server.Server {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
@@ -41,7 +41,7 @@ func runJetStream(t *testing.T) *server.Server {
 	return s
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,7 +116,8 @@ func TestAgentForwardsDurably(t *testing.T) {
 	}
 
 	seen := map[string]float64{}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	// Raw batches only: the agent also publishes aggregates (.agg).
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"telemetry.local.lab.edge-1.raw"}})
 	if err != nil {
 		t.Fatal(err)
 	}

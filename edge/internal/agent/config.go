@@ -3,12 +3,15 @@ package agent
 import (
 	"net/url"
 	"strings"
+	"time"
 
+	"github.com/updraft-io/updraft/edge/internal/aggregate"
 	"github.com/updraft-io/updraft/edge/internal/broker"
 	"github.com/updraft-io/updraft/edge/internal/buffer"
 	"github.com/updraft-io/updraft/edge/internal/decode"
 	"github.com/updraft-io/updraft/edge/internal/forward"
 	"github.com/updraft-io/updraft/edge/internal/ingest"
+	"github.com/updraft-io/updraft/edge/internal/rules"
 	"github.com/updraft-io/updraft/schemas"
 	"github.com/updraft-io/updraft/schemas/config"
 )
@@ -25,6 +28,23 @@ type Config struct {
 	NATS   NATSConfig     `yaml:"nats"`
 	Fwd    forward.Config `yaml:"forward"`
 	HTTP   HTTPConfig     `yaml:"http"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT): the
+	// garbage collector works harder as the heap nears it, which keeps the
+	// agent small on a Raspberry Pi at a modest CPU cost.
+	MemoryLimit config.ByteSize `yaml:"memory_limit" help:"soft limit for the Go heap (like GOMEMLIMIT, which overrides it); 0 = none"`
+	// Aggregate and Rules reload on SIGHUP (docs/aggregation.md).
+	Aggregate aggregate.Config `yaml:"aggregate"`
+	Rules     []rules.Rule     `yaml:"rules" help:"alert rules (docs/aggregation.md)"`
+	Local     LocalConfig      `yaml:"local"`
+}
+
+// LocalConfig is what the agent publishes on the site's MQTT broker
+// (mqtt.broker) for local consumers.
+type LocalConfig struct {
+	TopicPrefix       string        `yaml:"topic_prefix" help:"first topic level of alerts (<prefix>/alerts/<site>/<device>/<rule>) and aggregates (<prefix>/agg/<site>/<device>/<metric>/<window>); \"\" publishes nothing"`
+	PublishAggregates bool          `yaml:"publish_aggregates" help:"publish every closed window as JSON on the local broker"`
+	Tick              time.Duration `yaml:"tick" help:"how often windows of silent series are closed and absence rules checked"`
+	EventQueue        int           `yaml:"event_queue" help:"alert events held in memory while the gateway is unreachable; more are counted and dropped"`
 }
 
 // NATSConfig is the uplink to the regional gateway.
@@ -55,11 +75,14 @@ func DefaultConfig() Config {
 			b.Enabled = false
 			return b
 		}(),
-		Decode: decode.DefaultConfig(),
-		Buffer: buffer.DefaultConfig(),
-		NATS:   NATSConfig{URL: "nats://127.0.0.1:4222"},
-		Fwd:    forward.DefaultConfig(),
-		HTTP:   HTTPConfig{Addr: "127.0.0.1:7410"},
+		Decode:      decode.DefaultConfig(),
+		Buffer:      buffer.DefaultConfig(),
+		NATS:        NATSConfig{URL: "nats://127.0.0.1:4222"},
+		Fwd:         forward.DefaultConfig(),
+		HTTP:        HTTPConfig{Addr: "127.0.0.1:7410"},
+		MemoryLimit: 48 << 20,
+		Aggregate:   aggregate.DefaultConfig(),
+		Local:       LocalConfig{TopicPrefix: "updraft", PublishAggregates: true, Tick: 200 * time.Millisecond, EventQueue: 10_000},
 	}
 }
 
@@ -74,6 +97,9 @@ func (c Config) Validate() error {
 		if err := schemas.ValidateToken(f.key, f.v); err != nil {
 			return config.Invalid(f.key, f.v, "a non-empty token without spaces, dots, '*' or '>'")
 		}
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
+		return config.Invalid("memory_limit", c.MemoryLimit, "0 (none) or at least 16MiB")
 	}
 	if err := buffer.CheckPlatform(); err != nil {
 		return err
@@ -96,10 +122,30 @@ func (c Config) Validate() error {
 	if n > 1 {
 		return config.Invalid("nats.creds_file", c.NATS.CredsFile, "only one of nats.creds_file, nats.nkey_file, nats.user")
 	}
-	for _, v := range []interface{ Validate() error }{c.MQTT, c.Broker, c.Decode, c.Buffer, c.Fwd} {
+	for _, v := range []interface{ Validate() error }{c.MQTT, c.Broker, c.Decode, c.Buffer, c.Fwd, c.Aggregate} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
 	}
+	if err := rules.Validate(c.Rules, c.windows()); err != nil {
+		return err
+	}
+	if c.Local.TopicPrefix != "" && (strings.ContainsAny(c.Local.TopicPrefix, "+#") || strings.HasPrefix(c.Local.TopicPrefix, "/") || strings.HasSuffix(c.Local.TopicPrefix, "/")) {
+		return config.Invalid("local.topic_prefix", c.Local.TopicPrefix, "MQTT topic levels without wildcards or a leading or trailing '/', e.g. updraft")
+	}
+	if c.Local.Tick < 10*time.Millisecond || c.Local.Tick > 10*time.Second {
+		return config.Invalid("local.tick", c.Local.Tick, "between 10ms and 10s")
+	}
+	if c.Local.EventQueue < 1 {
+		return config.Invalid("local.event_queue", c.Local.EventQueue, "a positive number")
+	}
 	return nil
+}
+
+// windows are the aggregate window sizes in force (none when aggregation is off).
+func (c Config) windows() []time.Duration {
+	if !c.Aggregate.Enabled {
+		return nil
+	}
+	return c.Aggregate.Windows
 }
