@@ -36,9 +36,23 @@ func DefaultNATSConfig() NATSConfig {
 
 // Config configures an Ingester.
 type Config struct {
-	// Region is which regional stream to consume.
+	// Region is which region's telemetry to consume; AllRegions takes every
+	// region a global stream holds.
 	Region string
-	NATS   NATSConfig
+	// StreamName is the stream to consume; "" is the regional Stream.
+	StreamName string
+	NATS       NATSConfig
+}
+
+// AllRegions as Config.Region consumes every region of the stream, as the
+// cloud's writer of a global stream does.
+const AllRegions = "*"
+
+func (c Config) stream() string {
+	if c.StreamName == "" {
+		return Stream
+	}
+	return c.StreamName
 }
 
 // DefaultConfig returns the defaults.
@@ -48,8 +62,13 @@ func DefaultConfig() Config {
 
 // Validate reports the first bad setting, naming its YAML key.
 func (c Config) Validate() error {
-	if err := schemas.ValidateToken("region", c.Region); err != nil {
-		return config.Invalid("region", c.Region, "a region name: 1 to 128 bytes without dots, spaces or wildcards")
+	if err := schemas.ValidateToken("region", c.Region); err != nil && c.Region != AllRegions {
+		return config.Invalid("region", c.Region, `a region name: 1 to 128 bytes without dots, spaces or wildcards, or "*" for every region of a global stream`)
+	}
+	if c.StreamName != "" {
+		if err := schemas.ValidateToken("stream", c.StreamName); err != nil {
+			return config.Invalid("stream", c.StreamName, "a stream name without dots, spaces or wildcards")
+		}
 	}
 	return c.NATS.Validate()
 }

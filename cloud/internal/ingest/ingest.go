@@ -77,7 +77,7 @@ func (in *Ingester) Ready() error {
 		return fmt.Errorf("not connected to NATS at %s", in.cfg.NATS.URL)
 	}
 	if !in.bound.Load() {
-		return fmt.Errorf("consumer %s on stream %s not ready: %s", Consumer, Stream, in.waiting.Load())
+		return fmt.Errorf("consumer %s on stream %s not ready: %s", Consumer, in.cfg.stream(), in.waiting.Load())
 	}
 	return nil
 }
@@ -168,19 +168,22 @@ func (in *Ingester) connect(ctx context.Context) (*nats.Conn, error) {
 
 // bind waits for the stream and creates or updates the durable consumer.
 func (in *Ingester) bind(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
-	filter := "telemetry." + in.cfg.Region + ".*.*." + schemas.KindRaw
+	filter := []string{
+		"telemetry." + in.cfg.Region + ".*.*." + schemas.KindRaw,
+		"telemetry." + in.cfg.Region + ".*.*." + schemas.KindAgg,
+	}
 	cc := jetstream.ConsumerConfig{
-		Durable:       Consumer,
-		Description:   "updraft-cloud: raw readings into the Parquet lake",
-		FilterSubject: filter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       in.cfg.NATS.ackWait(in.w.Config().RollInterval),
-		MaxAckPending: in.cfg.NATS.MaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Durable:        Consumer,
+		Description:    "updraft-cloud: raw readings and aggregates into the Parquet lake",
+		FilterSubjects: filter,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        in.cfg.NATS.ackWait(in.w.Config().RollInterval),
+		MaxAckPending:  in.cfg.NATS.MaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	for attempt, backoff := 1, 250*time.Millisecond; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s, err := js.Stream(cctx, Stream)
+		s, err := js.Stream(cctx, in.cfg.stream())
 		var cons jetstream.Consumer
 		if err == nil {
 			cons, err = s.CreateOrUpdateConsumer(cctx, cc)
@@ -189,16 +192,16 @@ func (in *Ingester) bind(ctx context.Context, js jetstream.JetStream) (jetstream
 		if err == nil {
 			in.bound.Store(true)
 			in.waiting.Store("")
-			in.log.Info("consuming", "stream", Stream, "consumer", Consumer, "filter", filter,
+			in.log.Info("consuming", "stream", in.cfg.stream(), "consumer", Consumer, "filter", filter,
 				"domain", in.cfg.NATS.Domain, "ack_wait", cc.AckWait, "max_ack_pending", cc.MaxAckPending)
 			return cons, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		what := fmt.Sprintf("waiting for stream %s (the gateway creates it)", Stream)
+		what := fmt.Sprintf("waiting for stream %s (the gateway or the hub creates it)", in.cfg.stream())
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			what = fmt.Sprintf("cannot bind consumer %s on stream %s", Consumer, Stream)
+			what = fmt.Sprintf("cannot bind consumer %s on stream %s", Consumer, in.cfg.stream())
 		}
 		in.waiting.Store(what)
 		in.log.Warn(what, "domain", in.cfg.NATS.Domain, "attempt", attempt, "retry_in", backoff, "err", err)
@@ -285,8 +288,14 @@ func (in *Ingester) lose(cause error) error {
 func (in *Ingester) handle(msg jetstream.Msg) error {
 	now := time.Now()
 	b, err := batch.Decode(msg.Subject(), msg.Headers(), msg.Data())
-	if err == nil && b.Kind != schemas.KindRaw {
-		err = fmt.Errorf("kind %q on the raw consumer", b.Kind)
+	if err == nil {
+		switch b.Kind {
+		case schemas.KindRaw:
+		case schemas.KindAgg:
+			err = lake.ValidateAgg(b)
+		default:
+			err = fmt.Errorf("kind %q is neither %s nor %s", b.Kind, schemas.KindRaw, schemas.KindAgg)
+		}
 	}
 	if err != nil {
 		return in.reject(msg, err, now)
@@ -313,8 +322,11 @@ func (in *Ingester) reject(msg jetstream.Msg, cause error, now time.Time) error 
 	reason := reasonOf(cause)
 	if _, ok := errors.AsType[*batch.DecodeError](cause); !ok && reason == "other" {
 		reason = "kind"
+		if errors.Is(cause, lake.ErrAggName) {
+			reason = "aggregate"
+		}
 	}
-	r := lake.Rejected{Stream: Stream, Subject: msg.Subject(), Header: msg.Headers(), Reason: reason,
+	r := lake.Rejected{Stream: in.cfg.stream(), Subject: msg.Subject(), Header: msg.Headers(), Reason: reason,
 		Error: cause.Error(), ReceivedAt: now.UTC(), Body: msg.Data()}
 	if md, err := msg.Metadata(); err == nil {
 		r.StreamSeq = md.Sequence.Stream
@@ -348,6 +360,9 @@ func (in *Ingester) flush() error {
 		in.m.flush.Observe(c.Duration.Seconds())
 		at := c.At.UnixNano()
 		for _, b := range c.Batches {
+			if b.Kind == schemas.KindAgg {
+				continue // timestamps are window starts, not event times
+			}
 			for i := range b.Readings {
 				d := time.Duration(at - b.Readings[i].TS)
 				in.m.e2e.Observe(d.Seconds())

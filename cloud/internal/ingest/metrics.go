@@ -17,7 +17,7 @@ type metrics struct {
 }
 
 // Reasons a message is rejected, the label values of updraft_cloud_rejected_total.
-var rejectReasons = []string{"header", "payload", "schema", "mismatch", "reading", "too_large", "kind", "other"}
+var rejectReasons = []string{"header", "payload", "schema", "mismatch", "reading", "too_large", "kind", "aggregate", "other"}
 
 func reasonOf(err error) string {
 	for _, r := range []struct {

@@ -50,10 +50,75 @@ const (
 // statistics of each row group narrow, which is what lets a query for one
 // device skip most row groups, and it makes the columns compress well.
 func sortRows(rows []*schemas.Reading) {
-	slices.SortFunc(rows, func(a, b *schemas.Reading) int {
-		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.TS, b.TS),
-			cmp.Compare(a.Edge, b.Edge), cmp.Compare(a.Site, b.Site))
+	if len(rows) < 2 {
+		return
+	}
+	// Strings are replaced by their rank among the distinct values (a few
+	// devices and metrics per flush), so the sort compares integers: on a
+	// flush of a million rows this is several times faster than comparing
+	// strings.
+	type key struct {
+		device, metric, edge, site uint32
+		ts                         int64
+		r                          *schemas.Reading
+	}
+	keys := make([]key, len(rows))
+	device, metric, edge, site := newRanker(), newRanker(), newRanker(), newRanker()
+	for i, r := range rows {
+		keys[i] = key{device.id(r.Device), metric.id(r.Metric), edge.id(r.Edge), site.id(r.Site), r.TS, r}
+	}
+	dr, mr, er, sr := device.ranks(), metric.ranks(), edge.ranks(), site.ranks()
+	for i := range keys {
+		k := &keys[i]
+		k.device, k.metric, k.edge, k.site = dr[k.device], mr[k.metric], er[k.edge], sr[k.site]
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.device, b.device), cmp.Compare(a.metric, b.metric), cmp.Compare(a.ts, b.ts),
+			cmp.Compare(a.edge, b.edge), cmp.Compare(a.site, b.site))
 	})
+	for i := range keys {
+		rows[i] = keys[i].r
+	}
+}
+
+// ranker numbers distinct strings in order of appearance, then maps those
+// numbers to the strings' sorted ranks.
+type ranker struct {
+	ids    map[string]uint32
+	values []string
+	last   string
+	lastID uint32
+}
+
+func newRanker() *ranker { return &ranker{ids: map[string]uint32{}} }
+
+func (r *ranker) id(s string) uint32 {
+	// Rows of one device arrive together: skip the map for repeats.
+	if len(r.values) > 0 && s == r.last {
+		return r.lastID
+	}
+	id, ok := r.ids[s]
+	if !ok {
+		id = uint32(len(r.values))
+		r.ids[s] = id
+		r.values = append(r.values, s)
+	}
+	r.last, r.lastID = s, id
+	return id
+}
+
+// ranks maps each id to the rank of its string in sorted order.
+func (r *ranker) ranks() []uint32 {
+	order := make([]uint32, len(r.values))
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	slices.SortFunc(order, func(a, b uint32) int { return cmp.Compare(r.values[a], r.values[b]) })
+	rank := make([]uint32, len(r.values))
+	for pos, id := range order {
+		rank[id] = uint32(pos)
+	}
+	return rank
 }
 
 func writerProperties(rowGroupRows int) *parquet.WriterProperties {

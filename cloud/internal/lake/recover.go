@@ -17,7 +17,7 @@ import (
 // ledger and totals are rebuilt from the manifests.
 func (w *Writer) recover() error {
 	commits := filepath.Join(w.dir, lakefmt.CommitsDir)
-	for _, d := range []string{commits, filepath.Join(w.dir, lakefmt.RawDir), filepath.Join(w.dir, lakefmt.RejectedDir)} {
+	for _, d := range []string{commits, filepath.Join(w.dir, lakefmt.RawDir), filepath.Join(w.dir, AggDir), filepath.Join(w.dir, lakefmt.RejectedDir)} {
 		if err := mkdirDurable(w.dir, d); err != nil {
 			return err
 		}
@@ -66,10 +66,15 @@ func (w *Writer) recover() error {
 	if err != nil {
 		return err
 	}
+	aggOrphans, err := w.removeTemps(filepath.Join(w.dir, AggDir))
+	if err != nil {
+		return err
+	}
 	rejected, err := w.removeTemps(filepath.Join(w.dir, lakefmt.RejectedDir))
 	if err != nil {
 		return err
 	}
+	orphans += aggOrphans
 	w.log.Info("lake recovered",
 		"dir", w.dir, "commits", w.totals.Commits, "rows", w.totals.Rows, "batches", w.totals.Batches,
 		"files", w.totals.Files, "rolled_forward", len(renamedIn) > 0, "orphans_removed", orphans+rejected,
@@ -84,7 +89,7 @@ func (w *Writer) replay(commits string, seq uint64, renamedIn map[string]bool) e
 	if err != nil {
 		return fmt.Errorf("read manifest: %w", err)
 	}
-	m, err := lakefmt.ParseManifest(data)
+	m, err := parseManifest(data)
 	if err != nil {
 		// Manifests appear atomically, so a bad one is damage from outside;
 		// guessing could lose or duplicate data, so a person must look.
@@ -93,7 +98,7 @@ func (w *Writer) replay(commits string, seq uint64, renamedIn map[string]bool) e
 	if m.Seq != seq {
 		return fmt.Errorf("manifest %s holds sequence %d", name, m.Seq)
 	}
-	for _, f := range m.Files {
+	for _, f := range m.allFiles() {
 		final := filepath.Join(w.dir, filepath.FromSlash(f.Path))
 		if _, err := os.Stat(final); err == nil {
 			continue
@@ -121,9 +126,9 @@ func (w *Writer) replay(commits string, seq uint64, renamedIn map[string]bool) e
 		w.ledger.Add(id)
 	}
 	w.totals.Commits++
-	w.totals.Rows += m.Rows
+	w.totals.Rows += m.Rows + m.AggRows
 	w.totals.Batches += int64(len(m.Batches))
-	w.totals.Files += int64(len(m.Files))
+	w.totals.Files += int64(len(m.Files) + len(m.AggFiles))
 	if m.CommittedAt.After(w.totals.LastCommit) {
 		w.totals.LastCommit = m.CommittedAt
 	}

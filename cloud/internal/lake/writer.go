@@ -91,10 +91,25 @@ const (
 	DuplicatePending
 )
 
+// partKey is one file of a flush: a partition of raw readings or of
+// aggregates.
+type partKey struct {
+	agg bool
+	p   lakefmt.Partition
+}
+
+func (k partKey) dir() string {
+	if k.agg {
+		return AggPartitionDir(k.p)
+	}
+	return k.p.Dir()
+}
+
 // Commit describes one completed flush.
 type Commit struct {
-	Seq      uint64
-	At       time.Time
+	Seq uint64
+	At  time.Time
+	// Rows counts the rows written: raw readings plus wide aggregate rows.
 	Rows     int64
 	Files    []string // final paths relative to the lake root
 	Batches  []*batch.Batch
@@ -214,48 +229,62 @@ func (w *Writer) Flush() (*Commit, error) {
 func (w *Writer) flush() (*Commit, error) {
 	start := time.Now()
 	seq := w.nextSeq
-	parts := map[lakefmt.Partition][]*schemas.Reading{}
-	var rows int64
+	parts := map[partKey][]*schemas.Reading{}
 	for _, b := range w.pending {
+		agg := b.Kind == schemas.KindAgg
 		for i := range b.Readings {
 			r := &b.Readings[i]
-			p := lakefmt.PartitionOf(r.Region, r.TS)
-			parts[p] = append(parts[p], r)
+			k := partKey{agg: agg, p: lakefmt.PartitionOf(r.Region, r.TS)}
+			parts[k] = append(parts[k], r)
 		}
-		rows += int64(len(b.Readings))
 	}
-	keys := make([]lakefmt.Partition, 0, len(parts))
-	for p := range parts {
-		keys = append(keys, p)
+	keys := make([]partKey, 0, len(parts))
+	for k := range parts {
+		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b lakefmt.Partition) int {
-		return strings.Compare(a.Dir(), b.Dir())
+	slices.SortFunc(keys, func(a, b partKey) int {
+		return strings.Compare(a.dir(), b.dir())
 	})
 
-	m := lakefmt.Manifest{Version: lakefmt.ManifestVersion, Seq: seq, Rows: rows}
+	m := manifest{Manifest: lakefmt.Manifest{Version: lakefmt.ManifestVersion, Seq: seq}}
 	var temps, finals []string
+	var rows int64
 	cleanup := func() {
 		for _, t := range temps {
 			os.Remove(t)
 		}
 	}
-	for _, p := range keys {
-		rel := path.Join(p.Dir(), lakefmt.DataFileName(seq, rand.Uint32()))
+	for _, k := range keys {
+		rel := path.Join(k.dir(), lakefmt.DataFileName(seq, rand.Uint32()))
 		final := filepath.Join(w.dir, filepath.FromSlash(rel))
 		if err := mkdirDurable(w.dir, filepath.Dir(final)); err != nil {
 			cleanup()
 			return nil, err
 		}
-		rs := parts[p]
-		sortRows(rs)
 		temp := lakefmt.TempName(final)
-		info, err := writeParquet(temp, rs, w.cfg.RowGroupRows)
+		var info fileInfo
+		var err error
+		if k.agg {
+			info, err = writeAggParquet(temp, foldAgg(parts[k]), w.cfg.RowGroupRows)
+		} else {
+			rs := parts[k]
+			sortRows(rs)
+			info, err = writeParquet(temp, rs, w.cfg.RowGroupRows)
+		}
 		if err != nil {
 			cleanup()
 			return nil, err
 		}
+		rows += info.rows
 		temps, finals = append(temps, temp), append(finals, final)
-		m.Files = append(m.Files, lakefmt.ManifestFile{Path: rel, Rows: info.rows, MinTS: info.minTS, MaxTS: info.maxTS})
+		mf := lakefmt.ManifestFile{Path: rel, Rows: info.rows, MinTS: info.minTS, MaxTS: info.maxTS}
+		if k.agg {
+			m.AggFiles = append(m.AggFiles, mf)
+			m.AggRows += info.rows
+		} else {
+			m.Files = append(m.Files, mf)
+			m.Rows += info.rows
+		}
 	}
 	// The manifest will name these temporary files, so their directory
 	// entries must be durable before it is.
@@ -284,14 +313,14 @@ func (w *Writer) flush() (*Commit, error) {
 		w.ledger.Add(b.ID)
 	}
 	c := &Commit{Seq: seq, At: m.CommittedAt, Rows: rows, Batches: w.pending}
-	for _, f := range m.Files {
+	for _, f := range m.allFiles() {
 		c.Files = append(c.Files, f.Path)
 	}
 	w.mu.Lock()
 	w.totals.Commits++
 	w.totals.Rows += rows
 	w.totals.Batches += int64(len(w.pending))
-	w.totals.Files += int64(len(m.Files))
+	w.totals.Files += int64(len(c.Files))
 	w.totals.LastCommit = m.CommittedAt
 	w.totals.PendingBatches, w.totals.PendingRows = 0, 0
 	w.mu.Unlock()

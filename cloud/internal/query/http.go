@@ -33,7 +33,7 @@ func (e *ParamError) Error() string {
 	return fmt.Sprintf("parameter %s=%q: %s", e.Param, e.Value, e.Why)
 }
 
-var knownParams = []string{"device", "metric", "region", "site", "from", "to", "limit"}
+var knownParams = []string{"device", "metric", "region", "site", "from", "to", "limit", "step", "aggregate"}
 
 // ParseRequest reads a request from URL parameters: device, metric, region
 // and site filters, from and to as RFC 3339 or Unix nanoseconds (defaults:
@@ -84,6 +84,25 @@ func ParseRequest(v url.Values, now time.Time) (Request, error) {
 		}
 		req.Limit = n
 	}
+	if s := v.Get("step"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Millisecond {
+			return Request{}, &ParamError{"step", s, "want a duration of at least 1ms, such as 1m or 1h"}
+		}
+		if req.To.Sub(req.From)/d > MaxLimit*10 {
+			return Request{}, &ParamError{"step", s, fmt.Sprintf("too small for the range: at most %d steps", MaxLimit*10)}
+		}
+		req.Step, req.Aggregate = d, "avg"
+	}
+	if s := v.Get("aggregate"); s != "" {
+		if !slices.Contains(Aggregates, s) {
+			return Request{}, &ParamError{"aggregate", s, "want one of " + strings.Join(Aggregates, ", ")}
+		}
+		if req.Step == 0 {
+			return Request{}, &ParamError{"aggregate", s, "needs step (e.g. step=1m)"}
+		}
+		req.Aggregate = s
+	}
 	return req, nil
 }
 
@@ -115,6 +134,42 @@ func (e *Engine) Handler(log *slog.Logger) http.Handler {
 		res, err := e.Query(r.Context(), req)
 		if err != nil {
 			log.Error("query failed", "err", err, "query", r.URL.RawQuery)
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		if wantsArrow(r) {
+			if err := writeArrow(w, res); err != nil {
+				log.Warn("arrow response failed", "err", err)
+			}
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+}
+
+// SeriesHandler serves GET /api/v1/series: the series with points in the
+// time range (same parameters and defaults as /api/v1/query, without
+// limit, step and aggregate). log may be nil.
+func (e *Engine) SeriesHandler(log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, p := range []string{"limit", "step", "aggregate"} {
+			if r.URL.Query().Has(p) {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "parameter " + p + " is not used by /api/v1/series", "param": p})
+				return
+			}
+		}
+		req, err := ParseRequest(r.URL.Query(), time.Now())
+		if err != nil {
+			pe := err.(*ParamError)
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "param": pe.Param})
+			return
+		}
+		res, err := e.Series(r.Context(), req)
+		if err != nil {
+			log.Error("series failed", "err", err, "query", r.URL.RawQuery)
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
 		}

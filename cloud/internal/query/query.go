@@ -10,15 +10,19 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"golang.org/x/sync/errgroup"
 
 	lakefmt "github.com/updraft-io/updraft/schemas/lake"
 )
@@ -28,8 +32,12 @@ type Request struct {
 	Region, Site, Device, Metric string
 	// From is inclusive, To exclusive.
 	From, To time.Time
-	// Limit caps the points returned, earliest first.
+	// Limit caps the points returned, earliest first; 0 = no cap.
 	Limit int
+	// Step, when set, folds the points of each series into one per step
+	// (counted from From) with Aggregate, one of Aggregates ("" = avg).
+	Step      time.Duration
+	Aggregate string
 }
 
 // Point is one reading in a result.
@@ -68,6 +76,8 @@ type Result struct {
 	FilesRead     int     `json:"files_read"`
 	RowGroupsRead int     `json:"row_groups_read"`
 	RowsScanned   int64   `json:"rows_scanned"`
+	// BytesRead is the compressed size of the column chunks read.
+	BytesRead int64 `json:"bytes_read"`
 	// Truncated is set when more points matched than Limit.
 	Truncated bool `json:"truncated"`
 }
@@ -81,24 +91,73 @@ type Engine struct {
 // New returns an Engine over the lake at dir.
 func New(dir string) *Engine { return &Engine{dir: dir} }
 
-// Query returns the points matching req, earliest first.
+// Query returns the points matching req, earliest first; with req.Step,
+// one aggregated point per series and step.
 func (e *Engine) Query(ctx context.Context, req Request) (*Result, error) {
+	if req.Step <= 0 {
+		return e.points(ctx, req)
+	}
+	all := req
+	all.Limit = 0
+	res, err := e.points(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	res.Points = aggregate(res.Points, req)
+	if req.Limit > 0 && len(res.Points) > req.Limit {
+		res.Points, res.Truncated = res.Points[:req.Limit], true
+	}
+	return res, nil
+}
+
+func (e *Engine) points(ctx context.Context, req Request) (*Result, error) {
 	parts, err := e.partitions(req)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Points: []Point{}}
+	// Partitions of one hour (several regions) go together: only after a
+	// whole hour is it certain no earlier point can still come.
+	var hours [][]lakefmt.Partition
 	for i := 0; i < len(parts); {
-		// Partitions of one hour (several regions) go together: only after
-		// a whole hour is it certain no earlier point can still come.
 		j := i
 		for j < len(parts) && parts[j].Hour.Equal(parts[i].Hour) {
-			if err := e.scanPartition(ctx, parts[j], req, res); err != nil {
-				return nil, err
-			}
 			j++
 		}
+		hours = append(hours, parts[i:j])
 		i = j
+	}
+	// Hours are scanned a few at a time in parallel (decoding Parquet is
+	// CPU bound); the limit is checked after each round, in time order.
+	// The first round is one hour, so a query that the earliest hour
+	// satisfies reads nothing more.
+	workers := max(1, runtime.GOMAXPROCS(0))
+	res := &Result{Points: []Point{}}
+	for i, n := 0, 1; i < len(hours); i, n = i+n, workers {
+		round := hours[i:min(i+n, len(hours))]
+		out := make([]*Result, len(round))
+		g, gctx := errgroup.WithContext(ctx)
+		for k, hp := range round {
+			g.Go(func() error {
+				r := &Result{}
+				for _, p := range hp {
+					if err := e.scanPartition(gctx, p, req, r); err != nil {
+						return err
+					}
+				}
+				out[k] = r
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		for _, r := range out {
+			res.Points = append(res.Points, r.Points...)
+			res.FilesRead += r.FilesRead
+			res.RowGroupsRead += r.RowGroupsRead
+			res.RowsScanned += r.RowsScanned
+			res.BytesRead += r.BytesRead
+		}
 		// Strictly more than Limit, so Truncated below is exact.
 		if req.Limit > 0 && len(res.Points) > req.Limit {
 			break
@@ -236,7 +295,14 @@ func scanFile(ctx context.Context, path string, req Request, res *Result) error 
 	if len(groups) == 0 {
 		return nil
 	}
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 64 * 1024}, memory.DefaultAllocator)
+	// Strings are read as dictionaries: the files store them dictionary
+	// encoded, and decoding to plain strings would copy every value of every
+	// row scanned, which is most of a narrow query's time.
+	props := pqarrow.ArrowReadProperties{BatchSize: 64 * 1024}
+	for _, col := range []int{c.region, c.site, c.edge, c.device, c.metric, c.unit} {
+		props.SetReadDict(col, true)
+	}
+	fr, err := pqarrow.NewFileReader(pf, props, memory.DefaultAllocator)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
@@ -247,6 +313,14 @@ func scanFile(ctx context.Context, path string, req Request, res *Result) error 
 	}
 	defer tbl.Release()
 	res.RowGroupsRead += len(groups)
+	for _, g := range groups {
+		rg := md.RowGroup(g)
+		for _, col := range cols {
+			if cc, err := rg.ColumnChunk(col); err == nil {
+				res.BytesRead += cc.TotalCompressedSize()
+			}
+		}
+	}
 	res.RowsScanned += tbl.NumRows()
 	tr := array.NewTableReader(tbl, 64*1024)
 	defer tr.Release()
@@ -256,9 +330,9 @@ func scanFile(ctx context.Context, path string, req Request, res *Result) error 
 		if !ok {
 			return fmt.Errorf("%s: column ts is %s, want timestamp", path, rec.Column(0).DataType())
 		}
-		var strs [5]*array.String
+		var strs [5]strColumn
 		for k := range strs {
-			if strs[k], ok = rec.Column(1 + k).(*array.String); !ok {
+			if strs[k], ok = asStrings(rec.Column(1 + k)); !ok {
 				return fmt.Errorf("%s: column %s is %s, want string", path, rec.ColumnName(1+k), rec.Column(1+k).DataType())
 			}
 		}
@@ -267,14 +341,14 @@ func scanFile(ctx context.Context, path string, req Request, res *Result) error 
 		if !ok {
 			return fmt.Errorf("%s: column value is %s, want double", path, rec.Column(6).DataType())
 		}
-		unit, ok := rec.Column(7).(*array.String)
+		unit, ok := asStrings(rec.Column(7))
 		if !ok {
 			return fmt.Errorf("%s: column unit is %s, want string", path, rec.Column(7).DataType())
 		}
+		wantDevice, wantMetric := device.matcher(req.Device), metric.matcher(req.Metric)
 		for i := 0; i < int(rec.NumRows()); i++ {
 			t := int64(ts.Value(i))
-			if t < from || t >= to ||
-				(req.Device != "" && device.Value(i) != req.Device) || (req.Metric != "" && metric.Value(i) != req.Metric) ||
+			if t < from || t >= to || !wantDevice(i) || !wantMetric(i) ||
 				(req.Site != "" && site.Value(i) != req.Site) || (req.Region != "" && region.Value(i) != req.Region) {
 				continue
 			}
@@ -287,6 +361,62 @@ func scanFile(ctx context.Context, path string, req Request, res *Result) error 
 		}
 	}
 	return nil
+}
+
+// strColumn reads a string column decoded either plainly or as a
+// dictionary.
+type strColumn struct {
+	plain *array.String
+	dict  *array.Dictionary
+	dv    *array.String
+}
+
+func asStrings(a arrow.Array) (strColumn, bool) {
+	switch a := a.(type) {
+	case *array.String:
+		return strColumn{plain: a}, true
+	case *array.Dictionary:
+		if dv, ok := a.Dictionary().(*array.String); ok {
+			return strColumn{dict: a, dv: dv}, true
+		}
+	}
+	return strColumn{}, false
+}
+
+func (s strColumn) Value(i int) string {
+	if s.plain != nil {
+		return s.plain.Value(i)
+	}
+	return s.dv.Value(s.dict.GetValueIndex(i))
+}
+
+// matcher returns a test of row i against v ("" matches all). On a
+// dictionary it compares indices, found once, instead of strings.
+func (s strColumn) matcher(v string) func(int) bool {
+	switch {
+	case v == "":
+		return func(int) bool { return true }
+	case s.plain != nil:
+		return func(i int) bool { return s.plain.Value(i) == v }
+	}
+	want := -1
+	for k := 0; k < s.dv.Len(); k++ {
+		if s.dv.Value(k) == v {
+			want = k
+			break
+		}
+	}
+	if want < 0 {
+		return func(int) bool { return false }
+	}
+	return func(i int) bool { return s.dict.GetValueIndex(i) == want }
+}
+
+func (s strColumn) IsValid(i int) bool {
+	if s.plain != nil {
+		return s.plain.IsValid(i)
+	}
+	return s.dict.IsValid(i)
 }
 
 // tsMayMatch reports whether the row group can hold a time in [from, to);

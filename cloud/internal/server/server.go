@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/updraft-io/updraft/cloud/internal/hub"
 	"github.com/updraft-io/updraft/cloud/internal/ingest"
 	"github.com/updraft-io/updraft/cloud/internal/lake"
 	"github.com/updraft-io/updraft/cloud/internal/query"
@@ -35,6 +36,10 @@ type Config struct {
 	NATS   ingest.NATSConfig `yaml:"nats"`
 	Lake   lake.Config       `yaml:"lake"`
 	HTTP   HTTPConfig        `yaml:"http"`
+	// Hub, when enabled, is embedded: regions join it as leaf nodes and the
+	// lake is written from its global stream (all exported regions) instead
+	// of one region's stream.
+	Hub hub.Config `yaml:"hub"`
 }
 
 // DefaultConfig returns the defaults.
@@ -44,6 +49,7 @@ func DefaultConfig() Config {
 		NATS:   ingest.DefaultNATSConfig(),
 		Lake:   lake.DefaultConfig(),
 		HTTP:   HTTPConfig{Addr: "127.0.0.1:7430"},
+		Hub:    hub.DefaultConfig(),
 	}
 }
 
@@ -55,6 +61,14 @@ func (c Config) Validate() error {
 	if err := c.Lake.Validate(); err != nil {
 		return err
 	}
+	if err := c.Hub.Validate(); err != nil {
+		return err
+	}
+	if c.Hub.Enabled {
+		if _, p, _ := net.SplitHostPort(c.Hub.Listen); p == "0" {
+			return config.Invalid("hub.listen", c.Hub.Listen, "a fixed port: the lake writer connects to it")
+		}
+	}
 	if c.NATS.AckWait != 0 && c.NATS.AckWait <= c.Lake.RollInterval {
 		return config.Invalid("nats.ack_wait", c.NATS.AckWait, "0 (derived) or longer than lake.roll_interval ("+c.Lake.RollInterval.String()+")")
 	}
@@ -65,7 +79,17 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c Config) ingest() ingest.Config { return ingest.Config{Region: c.Region, NATS: c.NATS} }
+func (c Config) ingest() ingest.Config {
+	if !c.Hub.Enabled {
+		return ingest.Config{Region: c.Region, NATS: c.NATS}
+	}
+	// The writer reads the embedded hub's global stream: every exported
+	// region, in the hub's own JetStream domain.
+	n := c.NATS
+	n.URL, n.Domain = "nats://"+c.Hub.Listen, ""
+	n.Creds, n.User, n.Password, n.CAFile, n.CertFile, n.KeyFile = "", "", "", "", "", ""
+	return ingest.Config{Region: ingest.AllRegions, StreamName: c.Hub.Stream, NATS: n}
+}
 
 // Server is a configured updraft-cloud ready to Run.
 type Server struct {
@@ -73,6 +97,7 @@ type Server struct {
 	log   *slog.Logger
 	w     *lake.Writer
 	in    *ingest.Ingester
+	hub   *hub.Hub
 	http  *ops.Server
 	close sync.Once
 	ran   bool
@@ -102,11 +127,18 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, w: w, in: in}
+	if cfg.Hub.Enabled {
+		if s.hub, err = hub.New(cfg.Hub, log.With("part", "hub")); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
 	s.http = &ops.Server{
 		Addr: cfg.HTTP.Addr, Registry: reg, Ready: in.Ready, Log: log,
 		Handlers: map[string]http.Handler{
 			"GET /api/v1/status": http.HandlerFunc(s.status),
 			"GET /api/v1/query":  query.New(w.Dir()).Handler(log.With("part", "query")),
+			"GET /api/v1/series": query.New(w.Dir()).SeriesHandler(log.With("part", "query")),
 		},
 	}
 	if err := s.http.Listen(); err != nil {
@@ -126,6 +158,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
 	s.log.Info("starting", "region", s.cfg.Region, "nats", s.cfg.NATS.URL, "lake", s.w.Dir(), "http", s.URL())
 	g, gctx := errgroup.WithContext(ctx)
+	if s.hub != nil {
+		g.Go(func() error { return s.hub.Run(gctx) })
+	}
 	g.Go(func() error { return s.in.Run(gctx) })
 	g.Go(func() error { return s.http.Run(gctx) })
 	err := g.Wait()

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,9 @@ type Config struct {
 	ServerName string          `yaml:"server_name" help:"NATS server name, unique among linked servers; empty = gw-<region>-1"`
 	DataDir    string          `yaml:"data_dir" help:"directory of the JetStream file store"`
 	NATS       NATSConfig      `yaml:"nats"`
+	Cluster    ClusterConfig   `yaml:"cluster"`
+	Auth       AuthConfig      `yaml:"auth"`
+	Leaf       LeafConfig      `yaml:"leaf"`
 	JetStream  JetStreamConfig `yaml:"jetstream"`
 	Streams    StreamsConfig   `yaml:"streams"`
 	HTTP       HTTPConfig      `yaml:"http"`
@@ -32,6 +37,59 @@ type NATSConfig struct {
 	Listen     string          `yaml:"listen" help:"host:port that edges and the cloud connect to (port 0 = any free port)"`
 	Monitor    string          `yaml:"monitor" help:"host:port of the NATS monitoring endpoints /varz, /jsz, /healthz; empty = off"`
 	MaxPayload config.ByteSize `yaml:"max_payload" help:"largest message the server accepts; every edge batch must fit (at most 64MiB)"`
+	TLS        TLSConfig       `yaml:"tls"`
+}
+
+// TLSConfig secures a listener. With cert_file set, plaintext connections
+// are refused.
+type TLSConfig struct {
+	CertFile      string `yaml:"cert_file" help:"PEM server certificate; set = TLS required on this listener"`
+	KeyFile       string `yaml:"key_file" help:"PEM key of cert_file"`
+	CAFile        string `yaml:"ca_file" help:"PEM CAs that sign client certificates (needed by verify_clients)"`
+	VerifyClients bool   `yaml:"verify_clients" help:"mutual TLS: refuse clients without a certificate signed by ca_file"`
+}
+
+// LeafConfig joins the region to the cloud hub as a leaf node. The hub
+// decides what it sources (its per-region export setting); export here is
+// the region's own guard: subjects it does not allow never cross the link.
+type LeafConfig struct {
+	URL      string `yaml:"url" help:"hub leaf URL, nats-leaf://host:7422 or tls://host:7422; empty = not linked to a hub"`
+	Export   string `yaml:"export" help:"what may leave the region: raw (everything), aggregates (no raw readings cross the link), none"`
+	CAFile   string `yaml:"ca_file" help:"PEM CAs to trust for the hub's certificate"`
+	CertFile string `yaml:"cert_file" help:"PEM client certificate for mutual TLS with the hub"`
+	KeyFile  string `yaml:"key_file" help:"PEM key of cert_file"`
+	User     string `yaml:"user" help:"user name at the hub, if it requires one"`
+	Password string `yaml:"password" help:"password at the hub"`
+}
+
+// AuthConfig lists who may connect. Empty = anyone (local development only);
+// with any entry, every client must present valid credentials.
+type AuthConfig struct {
+	Edges    []EdgeCredential    `yaml:"edges" help:"one entry per edge: it may publish only to its own subjects"`
+	Services []ServiceCredential `yaml:"services" help:"full-access identities: the cloud's lake writer, operators"`
+}
+
+// EdgeCredential is one edge's identity: user and password, or an NKey.
+type EdgeCredential struct {
+	Site     string `yaml:"site" help:"the edge's site"`
+	Edge     string `yaml:"edge" help:"the edge's name"`
+	User     string `yaml:"user" help:"user name (with password)"`
+	Password string `yaml:"password" help:"bcrypt hash of the password (nats server passwd), or the password itself"`
+	NKey     string `yaml:"nkey" help:"public user NKey (U...) instead of user and password"`
+}
+
+// ServiceCredential is a full-access identity.
+type ServiceCredential struct {
+	User     string `yaml:"user" help:"user name (with password)"`
+	Password string `yaml:"password" help:"bcrypt hash of the password, or the password itself"`
+	NKey     string `yaml:"nkey" help:"public user NKey (U...) instead of user and password"`
+}
+
+// ClusterConfig makes the gateway one node of a regional cluster.
+type ClusterConfig struct {
+	Name   string   `yaml:"name" help:"cluster name, the same on every node of the region; empty = gw-<region>"`
+	Listen string   `yaml:"listen" help:"host:port the other nodes' routes connect to; empty = a single-node gateway"`
+	Routes []string `yaml:"routes" help:"nats-route://host:port of every node of the region (a node may list itself)"`
 }
 
 // JetStreamConfig holds the limits and durability of the JetStream store.
@@ -57,7 +115,7 @@ type StreamConfig struct {
 	MaxAge     time.Duration   `yaml:"max_age" help:"messages older than this are deleted; 0 = kept until max_bytes"`
 	MaxBytes   config.ByteSize `yaml:"max_bytes" help:"size limit of the stream; 0 = only jetstream.max_file bounds it"`
 	Duplicates time.Duration   `yaml:"duplicates" help:"window in which a repeated Nats-Msg-Id is acked but not stored again"`
-	Replicas   int             `yaml:"replicas" help:"copies of each message; 1 (clustering comes later)"`
+	Replicas   int             `yaml:"replicas" help:"copies of each message on different nodes: 1 for a single node; 3 (or 5) in a cluster, so a node can fail without loss"`
 	Discard    string          `yaml:"discard" help:"at max_bytes: new = refuse new messages, publishers keep and retry them (messages already consumed still count until max_age, so size max_bytes for max_age of data); old = delete the oldest, consumed or not"`
 }
 
@@ -87,6 +145,7 @@ func DefaultConfig() Config {
 			DeadLetter: StreamConfig{Name: "DEADLETTER", MaxAge: 30 * day, Duplicates: 10 * time.Minute, Replicas: 1, Discard: "old"},
 		},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:7420"},
+		Leaf: LeafConfig{Export: "raw"},
 	}
 }
 
@@ -134,10 +193,26 @@ func (c Config) Validate() error {
 	if s := c.JetStream.SyncInterval; !s.Always() && s <= 0 {
 		return config.Invalid("jetstream.sync_interval", s, `"always" or a positive duration such as 1s`)
 	}
+	if err := c.NATS.TLS.validate("nats.tls"); err != nil {
+		return err
+	}
+	if err := c.Auth.validate(); err != nil {
+		return err
+	}
+	if err := c.Leaf.validate(); err != nil {
+		return err
+	}
+	if err := c.Cluster.validate(c.ServerName); err != nil {
+		return err
+	}
+	maxReplicas := 1
+	if c.Cluster.Listen != "" {
+		maxReplicas = min(5, max(len(c.Cluster.Routes), 1))
+	}
 	names := map[string]string{}
 	var reserved config.ByteSize
 	for _, s := range c.streamConfigs() {
-		if err := s.cfg.validate("streams." + s.key); err != nil {
+		if err := s.cfg.validate("streams."+s.key, maxReplicas); err != nil {
 			return err
 		}
 		if other, dup := names[s.cfg.Name]; dup {
@@ -158,7 +233,155 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (s StreamConfig) validate(key string) error {
+func (t TLSConfig) validate(key string) error {
+	switch {
+	case t.CertFile == "" && (t.KeyFile != "" || t.CAFile != "" || t.VerifyClients):
+		return config.Invalid(key+".cert_file", t.CertFile, "a PEM certificate file when other "+key+" settings are set")
+	case t.CertFile != "" && t.KeyFile == "":
+		return config.Invalid(key+".key_file", t.KeyFile, "the PEM key of "+key+".cert_file")
+	case t.VerifyClients && t.CAFile == "":
+		return config.Invalid(key+".ca_file", t.CAFile, "the PEM CAs that sign client certificates when verify_clients is true")
+	}
+	return nil
+}
+
+func (l LeafConfig) validate() error {
+	if l.URL == "" {
+		return nil
+	}
+	u, err := url.Parse(l.URL)
+	if err != nil || (u.Scheme != "nats-leaf" && u.Scheme != "tls") || !validHostPort(u.Host) {
+		return config.Invalid("leaf.url", l.URL, "nats-leaf://host:port or tls://host:port")
+	}
+	if !slices.Contains([]string{"raw", "aggregates", "none"}, l.Export) {
+		return config.Invalid("leaf.export", l.Export, "raw, aggregates or none")
+	}
+	if (l.CertFile == "") != (l.KeyFile == "") {
+		return config.Invalid("leaf.key_file", l.KeyFile, "set together with leaf.cert_file")
+	}
+	if l.Password != "" && l.User == "" {
+		return config.Invalid("leaf.user", l.User, "a user name when leaf.password is set")
+	}
+	return nil
+}
+
+// leafDenyExports are the subjects the region never sends to the hub.
+func (c Config) leafDenyExports() []string {
+	switch c.Leaf.Export {
+	case "aggregates":
+		return []string{"telemetry." + c.Region + ".*.*." + schemas.KindRaw, "events." + c.Region + ".>", "deadletter." + c.Region + ".>"}
+	case "none":
+		return []string{">"}
+	}
+	return nil
+}
+
+func validCredential(key, user, password, nkey string) error {
+	switch {
+	case nkey != "" && (user != "" || password != ""):
+		return config.Invalid(key+".nkey", nkey, "either nkey or user and password, not both")
+	case nkey != "":
+		if !strings.HasPrefix(nkey, "U") || len(nkey) != 56 {
+			return config.Invalid(key+".nkey", nkey, "a public user NKey: 56 characters starting with U (nk -gen user -pubout)")
+		}
+	case user == "":
+		return config.Invalid(key+".user", user, "a user name (with password) or an nkey")
+	case password == "":
+		return config.Invalid(key+".password", "", "a bcrypt hash (nats server passwd) or the password")
+	case strings.ContainsAny(user, " \t\r\n"):
+		return config.Invalid(key+".user", user, "a name without whitespace")
+	}
+	return nil
+}
+
+func (a AuthConfig) validate() error {
+	ids := map[string]string{}
+	unique := func(key, id string) error {
+		if other, dup := ids[id]; dup {
+			return config.Invalid(key, id, "an identity not already used by "+other)
+		}
+		ids[id] = key
+		return nil
+	}
+	for i, e := range a.Edges {
+		key := fmt.Sprintf("auth.edges[%d]", i)
+		if err := schemas.ValidateToken("site", e.Site); err != nil {
+			return config.Invalid(key+".site", e.Site, allowedToken)
+		}
+		if err := schemas.ValidateToken("edge", e.Edge); err != nil {
+			return config.Invalid(key+".edge", e.Edge, allowedToken)
+		}
+		if err := validCredential(key, e.User, e.Password, e.NKey); err != nil {
+			return err
+		}
+		if err := unique(key, e.User+e.NKey); err != nil {
+			return err
+		}
+	}
+	for i, sc := range a.Services {
+		key := fmt.Sprintf("auth.services[%d]", i)
+		if err := validCredential(key, sc.User, sc.Password, sc.NKey); err != nil {
+			return err
+		}
+		if err := unique(key, sc.User+sc.NKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EdgePermissions are the subjects an edge may publish to: its own
+// telemetry, events and dead letters, nothing else. It may subscribe only
+// to _INBOX.>, where JetStream's publish acknowledgements arrive; it needs
+// no JetStream API access to publish.
+func EdgePermissions(id schemas.EdgeID) (publish, subscribe []string) {
+	return []string{
+			"telemetry." + id.String() + ".>",
+			"events." + id.String() + ".>",
+			"deadletter." + id.String(),
+		},
+		[]string{"_INBOX.>"}
+}
+
+// users turns the auth section into server users.
+func (c Config) users() []natsserver.User {
+	var out []natsserver.User
+	for _, e := range c.Auth.Edges {
+		pub, sub := EdgePermissions(schemas.EdgeID{Region: c.Region, Site: e.Site, Edge: e.Edge})
+		out = append(out, natsserver.User{Name: e.User, Password: e.Password, NKey: e.NKey, PublishAllow: pub, SubscribeAllow: sub})
+	}
+	for _, sc := range c.Auth.Services {
+		out = append(out, natsserver.User{Name: sc.User, Password: sc.Password, NKey: sc.NKey})
+	}
+	return out
+}
+
+func (cl ClusterConfig) validate(serverName string) error {
+	if cl.Listen == "" {
+		if len(cl.Routes) > 0 || cl.Name != "" {
+			return config.Invalid("cluster.listen", cl.Listen, "host:port for routes when cluster.routes or cluster.name is set")
+		}
+		return nil
+	}
+	if !validHostPort(cl.Listen) {
+		return config.Invalid("cluster.listen", cl.Listen, allowedHostPort+", e.g. 0.0.0.0:6222")
+	}
+	if strings.ContainsAny(cl.Name, " \t\r\n.*>") {
+		return config.Invalid("cluster.name", cl.Name, "a name without whitespace, dots or wildcards, or empty for gw-<region>")
+	}
+	if serverName == "" {
+		return config.Invalid("server_name", serverName, "a name unique in the cluster (e.g. gw-<region>-1, -2, -3) when cluster.listen is set")
+	}
+	for i, r := range cl.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats-route" || !validHostPort(u.Host) {
+			return config.Invalid(fmt.Sprintf("cluster.routes[%d]", i), r, "nats-route://host:port")
+		}
+	}
+	return nil
+}
+
+func (s StreamConfig) validate(key string, maxReplicas int) error {
 	if err := schemas.ValidateToken("stream name", s.Name); err != nil || strings.ContainsAny(s.Name, `/\`) {
 		return config.Invalid(key+".name", s.Name, allowedToken+", and no slashes")
 	}
@@ -171,8 +394,11 @@ func (s StreamConfig) validate(key string) error {
 	if s.Duplicates <= 0 || (s.MaxAge > 0 && s.Duplicates > s.MaxAge) {
 		return config.Invalid(key+".duplicates", s.Duplicates, "a positive duration no longer than max_age")
 	}
-	if s.Replicas != 1 {
-		return config.Invalid(key+".replicas", s.Replicas, "1 (the gateway runs one server per region)")
+	if s.Replicas < 1 || s.Replicas > maxReplicas {
+		if maxReplicas == 1 {
+			return config.Invalid(key+".replicas", s.Replicas, "1 for a single-node gateway (set cluster.* to run 3 nodes and replicate)")
+		}
+		return config.Invalid(key+".replicas", s.Replicas, fmt.Sprintf("1 to %d: at most one copy per node listed in cluster.routes", maxReplicas))
 	}
 	if _, ok := discardPolicies[s.Discard]; !ok {
 		return config.Invalid(key+".discard", s.Discard, "new or old")
@@ -242,5 +468,22 @@ func (c Config) NATSServer() natsserver.Config {
 		MaxMemory:  int64(c.JetStream.MaxMemory),
 		MaxFile:    int64(c.JetStream.MaxFile),
 		Sync:       c.JetStream.SyncInterval,
+		Cluster:    c.clusterOptions(),
+		TLS: natsserver.TLS{CertFile: c.NATS.TLS.CertFile, KeyFile: c.NATS.TLS.KeyFile, CAFile: c.NATS.TLS.CAFile,
+			VerifyClients: c.NATS.TLS.VerifyClients},
+		Users: c.users(),
+		Leaf: natsserver.Leaf{URL: c.Leaf.URL, CAFile: c.Leaf.CAFile, CertFile: c.Leaf.CertFile, KeyFile: c.Leaf.KeyFile,
+			User: c.Leaf.User, Password: c.Leaf.Password, DenyExports: c.leafDenyExports()},
 	}
+}
+
+func (c Config) clusterOptions() natsserver.Cluster {
+	if c.Cluster.Listen == "" {
+		return natsserver.Cluster{}
+	}
+	name := c.Cluster.Name
+	if name == "" {
+		name = "gw-" + c.Region
+	}
+	return natsserver.Cluster{Name: name, Listen: c.Cluster.Listen, Routes: slices.Clone(c.Cluster.Routes)}
 }

@@ -129,7 +129,11 @@ func TestLocalStackConfig(t *testing.T) {
 	config.Describe(&help, DefaultConfig())
 	var want []string
 	for _, line := range strings.Split(strings.TrimSpace(help.String()), "\n") {
-		want = append(want, strings.Fields(line)[0])
+		// Fields of list entries (auth.edges[].user) are shown in comments:
+		// the local stack's lists are empty.
+		if k := strings.Fields(line)[0]; !strings.Contains(k, "[].") {
+			want = append(want, k)
+		}
 	}
 	slices.Sort(have)
 	slices.Sort(want)

@@ -13,6 +13,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,11 @@ import (
 // the in-process server, so anything slower means the server is stuck.
 const reconcileTimeout = 30 * time.Second
 
+// clusterAttemptTimeout bounds one reconciliation attempt of a cluster node;
+// before the meta leader is elected requests hang, so attempts are short
+// and repeated.
+const clusterAttemptTimeout = 3 * time.Second
+
 // globalAccount is where clients without credentials, and so all Updraft
 // streams, live.
 const globalAccount = "$G"
@@ -51,6 +57,10 @@ type Gateway struct {
 
 	started    atomic.Bool
 	srv        atomic.Pointer[server.Server]
+	violations natsserver.Violations
+	// internal is the credential of the gateway's own in-process
+	// connection when clients must authenticate.
+	internal   natsserver.User
 	reconciled atomic.Bool
 	ready      chan struct{}
 }
@@ -65,8 +75,21 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, log: log, reg: ops.NewRegistry(), ready: make(chan struct{})}
+	g.internal = natsserver.User{Name: "updraft-gateway-internal", Password: rand.Text()}
 	g.reg.MustRegister(
 		natsserver.NewCollector(g.srv.Load),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "updraft_gateway_publish_violations_total",
+			Help: "Publishes refused because the client (an edge) may not publish to that subject.",
+		}, func() float64 { return float64(g.violations.Publish.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "updraft_gateway_subscribe_violations_total",
+			Help: "Subscriptions refused because the client may not subscribe to that subject.",
+		}, func() float64 { return float64(g.violations.Subscribe.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "updraft_gateway_auth_failures_total",
+			Help: "Connections refused for missing or wrong credentials.",
+		}, func() float64 { return float64(g.violations.Auth.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "updraft_gateway_ready",
 			Help: "1 when the server accepts clients, JetStream is enabled and the streams are reconciled.",
@@ -107,8 +130,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return eg.Wait()
 }
 
-func (g *Gateway) runServer(ctx context.Context) error {
+// natsServerConfig is the configuration of the embedded server, with the
+// gateway's own internal user when clients must authenticate.
+func (g *Gateway) natsServerConfig() natsserver.Config {
 	nc := g.cfg.NATSServer()
+	nc.Violations = &g.violations
+	if len(nc.Users) > 0 {
+		nc.Users = append(nc.Users, g.internal)
+	}
+	return nc
+}
+
+func (g *Gateway) runServer(ctx context.Context) error {
+	nc := g.natsServerConfig()
 	srv, err := natsserver.Start(ctx, nc, g.log.With("subsystem", "nats"))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -147,7 +181,11 @@ func (g *Gateway) runServer(ctx context.Context) error {
 // reconcile talks to the server over an in-process connection: no port, no
 // credentials, and it works before any listener is reachable from outside.
 func (g *Gateway) reconcile(ctx context.Context, srv *server.Server) ([]streams.Result, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("updraft-gateway-reconcile"))
+	opts := []nats.Option{nats.InProcessServer(srv), nats.Name("updraft-gateway-reconcile")}
+	if len(g.cfg.Auth.Edges)+len(g.cfg.Auth.Services) > 0 {
+		opts = append(opts, nats.UserInfo(g.internal.Name, g.internal.Password))
+	}
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the embedded nats server: %w", err)
 	}
@@ -156,9 +194,36 @@ func (g *Gateway) reconcile(ctx context.Context, srv *server.Server) ([]streams.
 	if err != nil {
 		return nil, fmt.Errorf("jetstream client: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
-	defer cancel()
-	return streams.Reconcile(ctx, js, g.cfg.Specs(), g.log.With("subsystem", "streams"))
+	log := g.log.With("subsystem", "streams")
+	if !g.cfg.NATSServer().Cluster.Clustered() {
+		ctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
+		defer cancel()
+		return streams.Reconcile(ctx, js, g.cfg.Specs(), log)
+	}
+	// A cluster node can change streams only once a quorum of nodes has
+	// elected a JetStream meta leader; the other nodes may start later, so
+	// wait for them as long as it takes, saying so.
+	for attempt, backoff := 1, 250*time.Millisecond; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, clusterAttemptTimeout)
+		res, err := streams.Reconcile(actx, js, g.cfg.Specs(), log)
+		cancel()
+		if err == nil || errors.Is(err, streams.ErrImmutable) {
+			return res, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		g.log.Warn("waiting for a quorum of the cluster to reconcile the streams", "cluster", g.cfg.clusterOptions().Name,
+			"routes", g.cfg.Cluster.Routes, "attempt", attempt, "retry_in", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // Ready is closed once the streams are reconciled and the gateway serves.

@@ -10,8 +10,9 @@ import (
 // process as the server's own logger does: the first fatal error is handed
 // to Start, which shuts the server down and returns it.
 type logger struct {
-	log   *slog.Logger
-	fatal chan error
+	log        *slog.Logger
+	fatal      chan error
+	violations *Violations
 }
 
 func newLogger(log *slog.Logger) *logger {
@@ -20,8 +21,12 @@ func newLogger(log *slog.Logger) *logger {
 
 func (l *logger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
 func (l *logger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *logger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *logger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *logger) Errorf(format string, v ...any) {
+	line := fmt.Sprintf(format, v...)
+	l.violations.observe(line)
+	l.log.Error(line)
+}
+func (l *logger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 
 // Tracef is protocol tracing, far too verbose even for debug logs; it is
 // only enabled together with the server's trace flag, which we never set.

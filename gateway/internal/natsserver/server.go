@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -34,7 +35,45 @@ type Config struct {
 	MaxMemory int64
 	MaxFile   int64
 	Sync      SyncInterval
+	// Cluster joins the server to the other servers of its region with
+	// routes; the zero value runs it alone.
+	Cluster Cluster
+	// TLS secures the client listener; Users, when not empty, are the only
+	// identities accepted on it.
+	TLS   TLS
+	Users []User
+	// Violations, when set, counts refused publishes, subscriptions and
+	// logins.
+	Violations *Violations
+	// Leaf, when its URL is set, joins the server to the cloud hub as a leaf
+	// node.
+	Leaf Leaf
 }
+
+// Leaf is the server's connection to the cloud hub.
+type Leaf struct {
+	URL                       string // nats-leaf://host:port or tls://host:port
+	CAFile, CertFile, KeyFile string
+	User, Password            string
+	// DenyExports are subjects never sent to the hub, whatever it asks for.
+	DenyExports []string
+}
+
+// Cluster is how a server joins the other servers of its region. Every
+// server of a cluster has the same Name and a unique ServerName; JetStream
+// then replicates streams among them with Raft.
+type Cluster struct {
+	Name string
+	// Listen is the host:port other servers' routes connect to; "" means
+	// the server is not clustered.
+	Listen string
+	// Routes are nats-route://host:port URLs of the cluster's servers (a
+	// server may list itself).
+	Routes []string
+}
+
+// Clustered reports whether the server joins a cluster.
+func (c Cluster) Clustered() bool { return c.Listen != "" }
 
 // Options translates cfg into nats-server options.
 func (cfg Config) Options() (*server.Options, error) {
@@ -60,6 +99,51 @@ func (cfg Config) Options() (*server.Options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nats monitor address: %w", err)
 		}
+	}
+	if cfg.Cluster.Clustered() {
+		opts.Cluster.Name = cfg.Cluster.Name
+		opts.Cluster.Host, opts.Cluster.Port, err = splitHostPort(cfg.Cluster.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster listen address: %w", err)
+		}
+		for _, r := range cfg.Cluster.Routes {
+			u, err := url.Parse(r)
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("cluster route %q: want nats-route://host:port", r)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	if cfg.TLS.Enabled() {
+		tc, err := cfg.TLS.serverConfig()
+		if err != nil {
+			return nil, err
+		}
+		opts.TLSConfig, err = server.GenTLSConfig(tc)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		opts.TLS, opts.TLSVerify = true, cfg.TLS.VerifyClients
+		opts.TLSTimeout = 2
+	}
+	applyUsers(opts, cfg.Users)
+	if cfg.Leaf.URL != "" {
+		u, err := url.Parse(cfg.Leaf.URL)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("leaf url %q: want nats-leaf://host:port or tls://host:port", cfg.Leaf.URL)
+		}
+		if cfg.Leaf.User != "" {
+			u.User = url.UserPassword(cfg.Leaf.User, cfg.Leaf.Password)
+		}
+		r := &server.RemoteLeafOpts{URLs: []*url.URL{u}, DenyExports: cfg.Leaf.DenyExports}
+		if cfg.Leaf.CAFile != "" || cfg.Leaf.CertFile != "" || u.Scheme == "tls" {
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CaFile: cfg.Leaf.CAFile, CertFile: cfg.Leaf.CertFile, KeyFile: cfg.Leaf.KeyFile})
+			if err != nil {
+				return nil, fmt.Errorf("leaf tls: %w", err)
+			}
+			r.TLS, r.TLSConfig = true, tc
+		}
+		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, r)
 	}
 	if cfg.Sync.Always() {
 		opts.SyncAlways = true
@@ -102,6 +186,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*server.Server, e
 		return nil, fmt.Errorf("configure nats server: %w", err)
 	}
 	l := newLogger(log)
+	l.violations = cfg.Violations
 	srv.SetLoggerV2(l, l.debugEnabled(), false, false)
 	srv.Start()
 	fail := func(err error) (*server.Server, error) {
