@@ -13,7 +13,13 @@ import (
 
 // Formats and timestamp units a Subscription accepts.
 const (
-	FormatJSON = "json"
+	FormatJSON        = "json"
+	FormatSenML       = "senml"
+	FormatSparkplug   = "sparkplug"
+	FormatTasmota     = "tasmota"
+	FormatZigbee2MQTT = "zigbee2mqtt"
+	FormatHomie       = "homie"
+	FormatNumeric     = "numeric"
 
 	UnitSeconds = "s"
 	UnitMillis  = "ms"
@@ -32,14 +38,29 @@ const (
 // Subscription says which MQTT messages to read and how.
 type Subscription struct {
 	Topic    string `yaml:"topic" help:"MQTT topic filter to subscribe to"`
-	Template string `yaml:"template" help:"topic levels that name the reading: {device} (required unless device is set), {metric}, {site} (must be this edge's site)"`
-	Format   string `yaml:"format" help:"payload format: json"`
+	Template string `yaml:"template" help:"topic levels that name the reading: {device} (required unless device is set), {metric}, {site} (must be this edge's site); unused by sparkplug"`
+	Format   string `yaml:"format" help:"payload format: json, senml, sparkplug, tasmota, zigbee2mqtt, homie or numeric (docs/payloads.md)"`
 	// Device names the device when the template has no {device}, for a
 	// topic that only ever carries one device.
 	Device         string            `yaml:"device" help:"fixed device name when the template has no {device}"`
 	TimestampField string            `yaml:"timestamp_field" help:"JSON field holding the event time; absent means the receive time (default ts)"`
 	TimestampUnit  string            `yaml:"timestamp_unit" help:"unit of a numeric timestamp: s, ms, us, ns, or rfc3339 for strings only; RFC 3339 strings are accepted with any unit (default ms)"`
 	Units          map[string]string `yaml:"units" help:"unit of each metric, e.g. temperature: Cel"`
+	// Separator joins the keys of nested objects into one metric name.
+	Separator string `yaml:"separator" help:"join nested object keys and 1-based array indexes with this to name metrics, e.g. _; empty = nested values are rejected (json); tasmota, zigbee2mqtt and homie use _ when empty"`
+	// Arrays lets a json payload carry several samples.
+	Arrays bool `yaml:"arrays" help:"json: also accept an array of objects, each a sample with its own timestamp"`
+	// Ignore names fields that describe rather than measure.
+	Ignore []string `yaml:"ignore" help:"fields that are not readings and are skipped: a key or a flattened path (tasmota and zigbee2mqtt add their own, docs/payloads.md)"`
+	// Rebirth asks Sparkplug nodes to publish their births again.
+	Rebirth bool `yaml:"rebirth" help:"sparkplug: on a sequence gap or data the decoder cannot resolve, request a rebirth on NCMD (needs the agent to publish)"`
+}
+
+// Command is a message the decoder asks its caller to publish: a Sparkplug
+// rebirth request on a node's NCMD topic.
+type Command struct {
+	Topic   string
+	Payload []byte
 }
 
 // Config configures a Decoder.
@@ -47,6 +68,10 @@ type Config struct {
 	Subscriptions   []Subscription  `yaml:"subscriptions" help:"MQTT subscriptions and how to decode their messages"`
 	MaxPayloadBytes config.ByteSize `yaml:"max_payload_bytes" help:"larger payloads are rejected as oversized"`
 	MaxClockSkew    time.Duration   `yaml:"max_clock_skew" help:"timestamps later than now plus this are rejected as future_timestamp"`
+	// OnCommand, if set, is called from Decode with a message to publish
+	// (QoS 0, not retained). It must not block: Decode runs on the MQTT
+	// client's delivery goroutine.
+	OnCommand func(Command) `yaml:"-"`
 }
 
 // DefaultConfig reads what the Updraft simulator publishes.
@@ -120,39 +145,100 @@ func compile(s Subscription, key string) (*subscription, error) {
 	if err := validateFilter(s.Topic); err != nil {
 		return nil, config.Invalid(key+"topic", s.Topic, "an MQTT topic filter such as devices/+/telemetry ("+err.Error()+")")
 	}
-	levels, err := parseTemplate(s.Template)
-	if err != nil {
-		return nil, config.Invalid(key+"template", s.Template,
-			"topic levels separated by /, each a literal or one of {site}, {device}, {metric} ("+err.Error()+")")
+	sub := &subscription{metrics: map[string]metricName{}, restMetrics: map[string]metricName{}, format: s.Format}
+	if sub.format == "" {
+		sub.format = DefaultFormat
 	}
-	if err := templateFitsFilter(levels, s.Topic); err != nil {
-		return nil, config.Invalid(key+"template", s.Template, "a template that matches only topics of the filter "+s.Topic+" ("+err.Error()+")")
-	}
-	sub := &subscription{levels: levels, metrics: map[string]metricName{}}
-	for _, l := range levels {
-		switch l.kind {
-		case levelDevice:
-			sub.hasDevice = true
-		case levelMetric:
-			sub.hasMetric = true
+	switch sub.format {
+	case FormatJSON, FormatSenML, FormatTasmota, FormatZigbee2MQTT, FormatHomie, FormatNumeric:
+	case FormatSparkplug:
+		if s.Template != "" || s.Device != "" {
+			return nil, config.Invalid(key+"template", s.Template, `"" for sparkplug: the topic namespace names node and device (docs/payloads.md)`)
 		}
-	}
-	switch {
-	case sub.hasDevice && s.Device != "":
-		return nil, config.Invalid(key+"device", s.Device, `"" when the template has {device}`)
-	case !sub.hasDevice && s.Device == "":
-		return nil, config.Invalid(key+"device", s.Device, "a device name, since the template has no {device}")
-	case s.Device != "":
-		if err := validName("device", s.Device); err != nil {
-			return nil, config.Invalid(key+"device", s.Device, "a name without dots, spaces, wildcards or control characters")
+		if !strings.HasPrefix(s.Topic, "spBv1.0/") && s.Topic != "#" {
+			return nil, config.Invalid(key+"topic", s.Topic, "a filter inside the Sparkplug namespace, e.g. spBv1.0/#")
 		}
-		sub.device = s.Device
-	}
-	switch s.Format {
-	case "", FormatJSON:
 	default:
-		return nil, config.Invalid(key+"format", s.Format, FormatJSON)
+		return nil, config.Invalid(key+"format", s.Format, "json, senml, sparkplug, tasmota, zigbee2mqtt, homie or numeric")
 	}
+	if sub.format != FormatSparkplug {
+		levels, err := parseTemplate(s.Template)
+		if err != nil {
+			return nil, config.Invalid(key+"template", s.Template,
+				"topic levels separated by /, each a literal or one of {site}, {device}, {metric} ("+err.Error()+")")
+		}
+		if err := templateFitsFilter(levels, s.Topic); err != nil {
+			return nil, config.Invalid(key+"template", s.Template, "a template that matches only topics of the filter "+s.Topic+" ("+err.Error()+")")
+		}
+		sub.levels = levels
+		for _, l := range levels {
+			switch l.kind {
+			case levelDevice:
+				sub.hasDevice = true
+			case levelMetric:
+				sub.hasMetric = true
+			}
+		}
+		// Zigbee2MQTT friendly names and Homie node/property pairs span
+		// several levels: the template's last placeholder takes the rest.
+		if last := levels[len(levels)-1]; last.kind != levelLiteral && (sub.format == FormatZigbee2MQTT || sub.format == FormatHomie) {
+			sub.restLast = true
+		}
+		switch sub.format {
+		case FormatHomie:
+			if !sub.hasDevice || !sub.hasMetric || levels[len(levels)-1].kind != levelMetric {
+				return nil, config.Invalid(key+"template", s.Template, "a template ending in {device}/{metric}, e.g. homie/5/{device}/{metric}")
+			}
+		case FormatNumeric:
+			if !sub.hasMetric {
+				return nil, config.Invalid(key+"template", s.Template, "a template with {metric}: a plain number names no metric itself")
+			}
+		case FormatSenML, FormatTasmota, FormatZigbee2MQTT:
+			if sub.hasMetric {
+				return nil, config.Invalid(key+"template", s.Template, "a template without {metric}: "+sub.format+" payloads name their metrics")
+			}
+		}
+		switch {
+		case sub.hasDevice && s.Device != "":
+			return nil, config.Invalid(key+"device", s.Device, `"" when the template has {device}`)
+		case !sub.hasDevice && s.Device == "" && sub.format == FormatSenML:
+			sub.deviceFromBase = true
+		case !sub.hasDevice && s.Device == "":
+			return nil, config.Invalid(key+"device", s.Device, "a device name, since the template has no {device}")
+		case s.Device != "":
+			if err := validName("device", s.Device); err != nil {
+				return nil, config.Invalid(key+"device", s.Device, "a name without dots, spaces, wildcards or control characters")
+			}
+			sub.device = s.Device
+		}
+	}
+	sub.sep = s.Separator
+	if sub.sep == "" && (sub.format == FormatTasmota || sub.format == FormatZigbee2MQTT || sub.format == FormatHomie) {
+		sub.sep = "_"
+	}
+	if err := validName("separator", "x"+sub.sep+"x"); err != nil {
+		return nil, config.Invalid(key+"separator", s.Separator, "characters allowed in metric names (no dots, spaces or wildcards), e.g. _")
+	}
+	if s.Arrays && sub.format != FormatJSON {
+		return nil, config.Invalid(key+"arrays", s.Arrays, "false unless the format is json")
+	}
+	if sub.format == FormatJSON && sub.hasMetric && (s.Separator != "" || s.Arrays || len(s.Ignore) > 0) {
+		return nil, config.Invalid(key+"template", s.Template, "a template without {metric} when separator, arrays or ignore is set: they describe objects of several metrics")
+	}
+	sub.arrays = s.Arrays
+	sub.rebirth = s.Rebirth
+	sub.ignore = map[string]bool{}
+	for _, f := range defaultIgnore[sub.format] {
+		sub.ignore[f] = true
+	}
+	for _, f := range s.Ignore {
+		sub.ignore[f] = true
+	}
+	if s.TimestampField == "" {
+		s.TimestampField = defaultTimestampField[sub.format]
+	}
+	sub.naiveUTC = sub.format == FormatTasmota
+	sub.onOff = sub.format == FormatTasmota || sub.format == FormatZigbee2MQTT
 	sub.tsField = s.TimestampField
 	if sub.tsField == "" {
 		sub.tsField = DefaultTimestampField

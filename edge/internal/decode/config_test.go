@@ -51,6 +51,18 @@ func TestConfigValidate(t *testing.T) {
 		{"zero payload", func(c *Config) { c.MaxPayloadBytes = 0 }, "decode.max_payload_bytes"},
 		{"huge payload", func(c *Config) { c.MaxPayloadBytes = 1 << 30 }, "decode.max_payload_bytes"},
 		{"negative skew", func(c *Config) { c.MaxClockSkew = -time.Second }, "decode.max_clock_skew"},
+		{"sparkplug with a template", sub(func(s *Subscription) { s.Format = FormatSparkplug; s.Topic = "spBv1.0/#" }), "decode.subscriptions[0].template"},
+		{"sparkplug outside its namespace", sub(func(s *Subscription) { s.Format = FormatSparkplug; s.Template = "" }), "decode.subscriptions[0].topic"},
+		{"homie without metric", sub(func(s *Subscription) { s.Format = FormatHomie }), "decode.subscriptions[0].template"},
+		{"numeric without metric", sub(func(s *Subscription) { s.Format = FormatNumeric }), "decode.subscriptions[0].template"},
+		{"senml with metric", sub(func(s *Subscription) {
+			s.Format, s.Topic, s.Template = FormatSenML, "senml/+/+", "senml/{device}/{metric}"
+		}), "decode.subscriptions[0].template"},
+		{"arrays outside json", sub(func(s *Subscription) { s.Format, s.Arrays = FormatTasmota, true }), "decode.subscriptions[0].arrays"},
+		{"metric template with separator", func(c *Config) {
+			c.Subscriptions = append(c.Subscriptions, Subscription{Topic: "m/+/+", Template: "m/{device}/{metric}", Separator: "_"})
+		}, "decode.subscriptions[1].template"},
+		{"dotted separator", sub(func(s *Subscription) { s.Separator = "." }), "decode.subscriptions[0].separator"},
 		{"second subscription", func(c *Config) {
 			c.Subscriptions = append(c.Subscriptions, Subscription{Topic: "x", Template: "y", Device: "d"})
 		},

@@ -31,6 +31,18 @@ type subscription struct {
 	tsMult    int64 // nanoseconds per timestamp unit; 0 for rfc3339
 	units     map[string]string
 	metrics   map[string]metricName // interned valid metric names with their units
+
+	format         string
+	restLast       bool // the last placeholder takes the rest of the topic
+	deviceFromBase bool // senml: the device is the base name
+	sep            string
+	arrays         bool
+	rebirth        bool
+	ignore         map[string]bool
+	naiveUTC       bool // timestamps without a zone are UTC (Tasmota)
+	onOff          bool // "ON" and "OFF" are 1 and 0
+	// restMetrics maps a Homie node/property to its metric name.
+	restMetrics map[string]metricName
 }
 
 type metricName struct {
@@ -49,6 +61,13 @@ type Decoder struct {
 	devices    map[string]string
 	keyBuf     []byte
 	valBuf     []byte
+	pathBuf    []byte
+	onCommand  func(Command)
+	sp         sparkplugState
+	homieUnits map[string]map[string]string // device -> metric -> unit, from $description
+	units      map[string]string            // units payloads name, interned
+	senBN      []byte                       // SenML base name, reused
+	senBU      []byte                       // SenML base unit, reused
 }
 
 // New builds a Decoder for the edge. now is the clock for receive times and
@@ -69,7 +88,11 @@ func New(cfg Config, edge schemas.EdgeID, now func() time.Time) (*Decoder, error
 		maxPayload: int(cfg.MaxPayloadBytes),
 		skew:       int64(cfg.MaxClockSkew),
 		devices:    map[string]string{},
+		onCommand:  cfg.OnCommand,
+		homieUnits: map[string]map[string]string{},
+		units:      map[string]string{},
 	}
+	d.sp.init()
 	for i, s := range cfg.Subscriptions {
 		sub, err := compile(s, fmt.Sprintf("%ssubscriptions[%d].", keyPrefix, i))
 		if err != nil {
@@ -87,29 +110,63 @@ func New(cfg Config, edge schemas.EdgeID, now func() time.Time) (*Decoder, error
 func (d *Decoder) Decode(dst []schemas.Reading, topic string, payload []byte) ([]schemas.Reading, error) {
 	sub, device, metric, rej := d.match(topic)
 	if rej != nil {
+		if rej == errIgnored {
+			return dst, nil
+		}
 		return dst, rej
 	}
 	if len(payload) > d.maxPayload {
 		return dst, reject(ReasonOversized, fmt.Sprintf("payload is %d bytes, at most %d allowed (decode.max_payload_bytes)", len(payload), d.maxPayload))
 	}
-	out, rej := d.decodeJSON(dst, sub, device, metric, payload)
+	var out []schemas.Reading
+	switch sub.format {
+	case FormatJSON:
+		if sub.hasMetric || (sub.sep == "" && !sub.arrays && len(sub.ignore) == 0) {
+			out, rej = d.decodeJSON(dst, sub, device, metric, payload)
+		} else {
+			out, rej = d.decodeNested(dst, sub, device, payload)
+		}
+	case FormatTasmota, FormatZigbee2MQTT:
+		out, rej = d.decodeNested(dst, sub, device, payload)
+	case FormatSenML:
+		out, rej = d.decodeSenML(dst, sub, device, payload)
+	case FormatHomie:
+		out, rej = d.decodeHomie(dst, sub, device, metric, payload)
+	case FormatNumeric:
+		out, rej = d.decodeNumeric(dst, sub, device, metric, payload)
+	case FormatSparkplug:
+		out, rej = d.decodeSparkplug(dst, sub, topic, payload)
+	}
 	if rej != nil {
 		return dst, rej
 	}
 	return out, nil
 }
 
+// errIgnored marks a topic that carries no readings by its format's
+// convention (a Zigbee2MQTT bridge message, a Homie attribute): Decode
+// returns no readings and no error, so the message is acknowledged.
+var errIgnored = &Reject{Reason: "ignored"}
+
 // match finds the first subscription whose template matches topic and
 // returns the device and metric it names (metric is zero unless the
 // template has {metric}).
 func (d *Decoder) match(topic string) (*subscription, string, metricName, *Reject) {
 	for _, sub := range d.subs {
+		if sub.format == FormatSparkplug {
+			if strings.HasPrefix(topic, "spBv1.0/") {
+				return sub, "", metricName{}, nil
+			}
+			continue
+		}
 		var site, device, metric string
 		rest := topic
 		ok := true
 		for i, l := range sub.levels {
 			seg := rest
-			if i < len(sub.levels)-1 {
+			if i == len(sub.levels)-1 && sub.restLast {
+				// takes the rest
+			} else if i < len(sub.levels)-1 {
 				j := strings.IndexByte(rest, '/')
 				if j < 0 {
 					ok = false
@@ -136,6 +193,22 @@ func (d *Decoder) match(topic string) (*subscription, string, metricName, *Rejec
 		}
 		if !ok {
 			continue
+		}
+		if sub.restLast {
+			if m, ok := sub.restMetrics[metric]; ok && sub.format == FormatHomie && !strings.HasPrefix(device, "$") {
+				metric = m.name // a property seen before: skip the renaming
+			} else {
+				raw := metric
+				var ignored bool
+				if device, metric, ignored = sub.restNames(device, metric); ignored {
+					return nil, "", metricName{}, errIgnored
+				}
+				if sub.format == FormatHomie && metric != raw && len(sub.restMetrics) < maxInternedMetrics {
+					if m, err := sub.internMetric(metric); err == nil {
+						sub.restMetrics[strings.Clone(raw)] = m
+					}
+				}
+			}
 		}
 		if sub.hasDevice {
 			name, err := d.internDevice(device)
@@ -185,7 +258,7 @@ func (s *subscription) internMetric(name string) (metricName, error) {
 	if err := validName("metric", name); err != nil {
 		return metricName{}, err
 	}
-	m := metricName{name: strings.Clone(name), unit: s.units[name]}
+	m := metricName{name: strings.Clone(name), unit: s.unitOf(name)}
 	if len(s.metrics) < maxInternedMetrics {
 		s.metrics[m.name] = m
 	}
@@ -461,7 +534,14 @@ func (d *Decoder) timestamp(s *scanner, sub *subscription) (ts int64, r *Reject,
 			d.valBuf = unescape(d.valBuf[:0], raw)
 			raw = d.valBuf
 		}
-		t, err := time.Parse(time.RFC3339Nano, unsafe.String(unsafe.SliceData(raw), len(raw)))
+		text := unsafe.String(unsafe.SliceData(raw), len(raw))
+		var t time.Time
+		var err error
+		if sub.naiveUTC && !hasZone(raw) {
+			t, err = time.Parse("2006-01-02T15:04:05.999999999", text)
+		} else {
+			t, err = time.Parse(time.RFC3339Nano, text)
+		}
 		if err != nil || t.Before(minTime) || t.After(maxTime) {
 			return 0, reject(ReasonBadTimestamp, fmt.Sprintf("field %s: %s is not an RFC 3339 time between 1970 and 2262", quote(field), quoteBytes(raw))), true
 		}
@@ -471,6 +551,14 @@ func (d *Decoder) timestamp(s *scanner, sub *subscription) (ts int64, r *Reject,
 		return 0, nil, false
 	}
 	return 0, reject(ReasonBadTimestamp, "field "+quote(field)+" is not a number or an RFC 3339 string"), true
+}
+
+// hasZone reports whether a time text ends in a zone (Z or ±hh:mm).
+func hasZone(b []byte) bool {
+	if len(b) > 0 && (b[len(b)-1] == 'Z' || b[len(b)-1] == 'z') {
+		return true
+	}
+	return len(b) >= 6 && (b[len(b)-6] == '+' || b[len(b)-6] == '-') && b[len(b)-3] == ':'
 }
 
 func unitName(mult int64) string {

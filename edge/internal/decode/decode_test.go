@@ -39,6 +39,17 @@ func testConfig() Config {
 			Units:          map[string]string{"temperature": "Cel"},
 		},
 		Subscription{Topic: "meter/#", Template: "meter/main", Device: "meter-1", TimestampUnit: UnitRFC3339},
+		Subscription{Topic: "nested/+/telemetry", Template: "nested/{device}/telemetry", Separator: "_", Arrays: true,
+			Units: map[string]string{"env_temperature": "Cel"}},
+		Subscription{Topic: "senml/+", Template: "senml/{device}", Format: FormatSenML},
+		Subscription{Topic: "senml-base", Template: "senml-base", Format: FormatSenML},
+		Subscription{Topic: "tele/+/SENSOR", Template: "tele/{device}/SENSOR", Format: FormatTasmota},
+		Subscription{Topic: "zigbee2mqtt/#", Template: "zigbee2mqtt/{device}", Format: FormatZigbee2MQTT,
+			Units: map[string]string{"temperature": "Cel", "humidity": "%RH", "local_temperature": "Cel"}},
+		Subscription{Topic: "homie/5/#", Template: "homie/5/{device}/{metric}", Format: FormatHomie},
+		Subscription{Topic: "plain/+/+", Template: "plain/{device}/{metric}", Format: FormatNumeric},
+		Subscription{Topic: "spBv1.0/#", Format: FormatSparkplug, Rebirth: true},
+		Subscription{Topic: "ignoring/+", Template: "ignoring/{device}", Ignore: []string{"status"}},
 	)
 	return cfg
 }
@@ -96,6 +107,9 @@ func render(rs []schemas.Reading, err error) string {
 		}
 		fmt.Fprintf(&b, "reject %s: %s\n", rej.Reason, rej.Detail)
 		return b.String()
+	}
+	if len(rs) == 0 {
+		return "no readings\n"
 	}
 	for _, r := range rs {
 		fmt.Fprintf(&b, "%s.%s.%s device=%s metric=%s value=%s unit=%q ts=%s\n", r.Region, r.Site, r.Edge,
@@ -187,6 +201,31 @@ func TestRejects(t *testing.T) {
 		{"empty object", flat, `{}`, ReasonNoReadings},
 		{"only a timestamp", flat, `{"ts":1712314800000}`, ReasonNoReadings},
 		{"no value field", perMetric, `{"time":1712314800,"unit":"Cel"}`, ReasonNoReadings},
+		{"senml no name", "senml/d1", `[{"v":1}]`, ReasonBadRecord},
+		{"senml two values", "senml/d1", `[{"n":"a","v":1,"vb":true}]`, ReasonBadRecord},
+		{"senml name without value", "senml/d1", `[{"n":"a"}]`, ReasonBadRecord},
+		{"senml must understand", "senml/d1", `[{"n":"a","v":1,"x_":1}]`, ReasonBadRecord},
+		{"senml no base name for device", "senml-base", `[{"n":"a","v":1}]`, ReasonBadRecord},
+		{"senml string value", "senml/d1", `[{"n":"a","vs":"on"}]`, ReasonNonNumeric},
+		{"senml data value", "senml/d1", `[{"n":"a","vd":"aGk"}]`, ReasonNonNumeric},
+		{"senml future", "senml/d1", `[{"n":"a","v":1,"t":1912314800}]`, ReasonFutureTimestamp},
+		{"senml bad syntax", "senml/d1", `[{"n":"a","v":1}`, ReasonMalformedJSON},
+		{"senml dotted name", "senml/d1", `[{"n":"a.b","v":1}]`, ReasonBadToken},
+		{"senml empty pack", "senml/d1", `[]`, ReasonNoReadings},
+		{"nested object without separator", flat, `{"a":{"b":1}}`, ReasonNonNumeric},
+		{"nested duplicate after flattening", "nested/d1/telemetry", `{"a_b":1,"a":{"b":2}}`, ReasonMalformedJSON},
+		{"nested text", "nested/d1/telemetry", `{"a":{"b":"x"}}`, ReasonNonNumeric},
+		{"nested syntax", "nested/d1/telemetry", `{"a":{"b":1}`, ReasonMalformedJSON},
+		{"ignored field does not hide a bad one", "ignoring/d1", `{"status":"ok","mode":"auto"}`, ReasonNonNumeric},
+		{"tasmota bad time", "tele/t1/SENSOR", `{"Time":"noon","A":{"B":1}}`, ReasonBadTimestamp},
+		{"numeric empty", "plain/d1/x", ` `, ReasonNoReadings},
+		{"numeric text", "plain/d1/x", `warm`, ReasonNonNumeric},
+		{"numeric inf", "plain/d1/x", `1e999`, ReasonNonFinite},
+		{"homie text", "homie/5/d1/n/p", `idle`, ReasonNonNumeric},
+		{"sparkplug not protobuf", "spBv1.0/g/NBIRTH/n1", "\xff\xff", ReasonMalformedProtobuf},
+		{"sparkplug data before birth", "spBv1.0/g/NDATA/unborn", "", ReasonUnknownAlias},
+		{"sparkplug bad type", "spBv1.0/g/NFOO/n1", "", ReasonUnmatchedTopic},
+		{"sparkplug device on node type", "spBv1.0/g/NDATA/n1/d1", "", ReasonUnmatchedTopic},
 	}
 	d := newTestDecoder(t)
 	seen := map[Reason]bool{}
@@ -248,6 +287,7 @@ func TestAccepts(t *testing.T) {
 		{"extra fields ignored per metric", "sites/lab/devices/d1/metrics/temperature", `{"seq":[1,{"x":null}],"value":1,"note":"ok","note":"dup"}`, "temperature", 1, testNow.UnixNano()},
 		{"metric in topic bare bool", "sites/lab/devices/d1/metrics/door", `true`, "door", 1, testNow.UnixNano()},
 		{"rfc3339 only", "meter/main", `{"p":1,"ts":"2024-04-05T11:00:00Z"}`, "p", 1, sent.UnixNano()},
+		{"ignored text field", "ignoring/d1", `{"status":"ok","a":2}`, "a", 2, testNow.UnixNano()},
 		{"non-ASCII metric", flat, `{"température":1}`, "température", 1, testNow.UnixNano()},
 		{"lone surrogate becomes U+FFFD", flat, `{"\udc00":1}`, "\ufffd", 1, testNow.UnixNano()},
 	}

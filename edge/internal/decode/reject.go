@@ -36,6 +36,17 @@ const (
 	ReasonBadToken Reason = "bad_token"
 	// ReasonNoReadings: the message holds no value (e.g. an empty object).
 	ReasonNoReadings Reason = "no_readings"
+	// ReasonBadRecord: a SenML record breaks RFC 8428 (no name, no value,
+	// two values, a must-understand field the decoder does not know).
+	ReasonBadRecord Reason = "bad_record"
+	// ReasonMalformedProtobuf: a Sparkplug payload is not a valid
+	// org.eclipse.tahu.protobuf.Payload.
+	ReasonMalformedProtobuf Reason = "malformed_protobuf"
+	// ReasonUnknownAlias: Sparkplug data names a metric by an alias that no
+	// birth certificate defined, or comes from a node or device the decoder
+	// has seen no birth of (or has seen die); a rebirth is requested when
+	// configured.
+	ReasonUnknownAlias Reason = "unknown_alias"
 )
 
 // Reasons lists every reason, so a caller can create its per-reason metrics
@@ -44,6 +55,7 @@ func Reasons() []Reason {
 	return []Reason{
 		ReasonUnmatchedTopic, ReasonOversized, ReasonMalformedJSON, ReasonNotAnObject, ReasonNonNumeric,
 		ReasonNonFinite, ReasonBadTimestamp, ReasonFutureTimestamp, ReasonBadToken, ReasonNoReadings,
+		ReasonBadRecord, ReasonMalformedProtobuf, ReasonUnknownAlias,
 	}
 }
 

@@ -1,4 +1,5 @@
-// Command updraft-sim simulates MQTT sensors publishing JSON readings, for
+// Command updraft-sim simulates MQTT sensors publishing readings in the
+// payload formats the edge agent decodes (docs/payloads.md), for
 // the local stack, demos and end-to-end checks.
 package main
 
@@ -15,7 +16,7 @@ import (
 func main() {
 	os.Exit(config.Main(os.Args[1:], config.Command[sim.Config]{
 		Name:    "updraft-sim",
-		Summary: "simulated MQTT devices publishing JSON readings at a set rate",
+		Summary: "simulated MQTT devices publishing readings (json, senml, sparkplug, tasmota, zigbee2mqtt, homie, numeric) at a set rate",
 		Default: sim.DefaultConfig,
 		Flags:   func(fs *flag.FlagSet, c *sim.Config) { c.Flags(fs) },
 		Run: func(ctx context.Context, c sim.Config, log *slog.Logger) error {

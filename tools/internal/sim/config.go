@@ -1,11 +1,14 @@
 package sim
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +32,8 @@ type Config struct {
 	ClientIDPrefix string        `yaml:"client_id_prefix" help:"client ids are <prefix>-1 .. <prefix>-<connections>; give every running simulator its own"`
 	Username       string        `yaml:"username" help:"MQTT user name; empty = none"`
 	Password       string        `yaml:"password" help:"MQTT password"`
-	Topic          string        `yaml:"topic" help:"topic template; {device} is replaced by the device id"`
+	Format         string        `yaml:"format" help:"payload format: json, senml, sparkplug, tasmota, zigbee2mqtt, homie or numeric (docs/payloads.md)"`
+	Topic          string        `yaml:"topic" help:"topic template; {device} is replaced by the device id; empty = the format's own (json: devices/{device}/telemetry)"`
 	Timestamps     bool          `yaml:"timestamps" help:"put the publish time in each payload as \"ts\" (Unix ms); false = the receiver stamps readings"`
 	Period         time.Duration `yaml:"period" help:"period of the daily cycle of every signal; shorten it (e.g. 10m) to see the waves in a demo"`
 	Metrics        Metrics       `yaml:"metrics" help:"the numeric fields of each payload, a list of the entries below"`
@@ -37,7 +41,30 @@ type Config struct {
 	DrainTimeout   time.Duration `yaml:"drain_timeout" help:"how long to wait at the end for the acks of publishes in flight"`
 	Progress       time.Duration `yaml:"progress" help:"progress interval: a log line this often, or a live line on a terminal; 0 = off"`
 	Summary        string        `yaml:"summary" help:"write a JSON summary of what the broker acknowledged to this file at the end; empty = none"`
+	TLS            TLSConfig     `yaml:"tls"`
+	Anomalies      Anomalies     `yaml:"anomalies"`
 	HTTP           HTTPConfig    `yaml:"http"`
+}
+
+// TLSConfig secures ssl://, tls:// and mqtts:// brokers.
+type TLSConfig struct {
+	CA                 string `yaml:"ca" help:"PEM file of the CA that signed the broker's certificate; empty = the system's roots"`
+	Cert               string `yaml:"cert" help:"PEM client certificate for mutual TLS; empty = none"`
+	Key                string `yaml:"key" help:"PEM private key of cert"`
+	ServerName         string `yaml:"server_name" help:"name to verify the broker's certificate against; empty = the URL's host"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" help:"accept any broker certificate (tests only)"`
+}
+
+// Anomalies makes devices misbehave the way real ones do, so dead-letter
+// handling and rules are exercised. Rates are probabilities per sample.
+type Anomalies struct {
+	Spike      float64       `yaml:"spike" help:"probability that a value jumps by 10 amplitudes for one sample"`
+	Stuck      float64       `yaml:"stuck" help:"probability that a device's values freeze for the next 20 samples"`
+	Dropout    float64       `yaml:"dropout" help:"probability that a sample is not published at all"`
+	OutOfOrder float64       `yaml:"out_of_order" help:"probability that a sample is held back and published after the next one"`
+	Late       float64       `yaml:"late" help:"probability that a sample's timestamp lies late_by in the past"`
+	LateBy     time.Duration `yaml:"late_by" help:"how far in the past a late sample's timestamp lies"`
+	Malformed  float64       `yaml:"malformed" help:"probability that a payload is corrupted (the agent dead-letters it)"`
 }
 
 // HTTPConfig is the simulator's ops HTTP server.
@@ -85,7 +112,9 @@ func DefaultConfig() Config {
 		Seed:           1,
 		MaxInFlight:    1000,
 		ClientIDPrefix: "updraft-sim",
-		Topic:          "devices/{device}/telemetry",
+		Format:         FormatJSON,
+		Topic:          "",
+		Anomalies:      Anomalies{LateBy: 10 * time.Minute},
 		Timestamps:     true,
 		Period:         24 * time.Hour,
 		Metrics:        DefaultMetrics(),
@@ -110,6 +139,12 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Password, "password", c.Password, "MQTT password (password)")
 	fs.DurationVar(&c.Period, "period", c.Period, "period of the signals' daily cycle (period)")
 	fs.StringVar(&c.Summary, "summary", c.Summary, "write a JSON summary to this file (summary)")
+	fs.StringVar(&c.Format, "format", c.Format, "payload format: json|senml|sparkplug|tasmota|zigbee2mqtt|homie|numeric (format)")
+	fs.StringVar(&c.Topic, "topic", c.Topic, "topic template with {device}, empty = the format's own (topic)")
+	fs.Float64Var(&c.Anomalies.Malformed, "malformed", c.Anomalies.Malformed, "probability of a corrupted payload (anomalies.malformed)")
+	fs.Float64Var(&c.Anomalies.Spike, "spikes", c.Anomalies.Spike, "probability of a spike per value (anomalies.spike)")
+	fs.Float64Var(&c.Anomalies.Dropout, "dropouts", c.Anomalies.Dropout, "probability that a sample is dropped (anomalies.dropout)")
+	fs.StringVar(&c.TLS.CA, "tls-ca", c.TLS.CA, "CA PEM file for ssl:// brokers (tls.ca)")
 	fs.StringVar(&c.HTTP.Addr, "http", c.HTTP.Addr, `ops HTTP address, "" = off (http.addr)`)
 }
 
@@ -119,8 +154,11 @@ func (c Config) Validate() error {
 		!(u.Scheme == "tcp" || u.Scheme == "mqtt" || u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts" || u.Scheme == "ws" || u.Scheme == "wss") {
 		return config.Invalid("broker", c.Broker, "a URL such as tcp://127.0.0.1:1883 (schemes tcp, mqtt, ssl, tls, mqtts, ws, wss)")
 	}
-	if c.Devices < 1 || c.Devices > 99999 {
-		return config.Invalid("devices", c.Devices, "1 to 99999")
+	if c.Devices < 1 || c.Devices > MaxDevices {
+		return config.Invalid("devices", c.Devices, "1 to 100000")
+	}
+	if _, ok := formatTopics[c.Format]; !ok {
+		return config.Invalid("format", c.Format, "json, senml, sparkplug, tasmota, zigbee2mqtt, homie or numeric")
 	}
 	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
 		return config.Invalid("rate", c.Rate, "messages per second >= 0 (0 = unthrottled)")
@@ -134,8 +172,8 @@ func (c Config) Validate() error {
 	if c.QoS != 0 && c.QoS != 1 {
 		return config.Invalid("qos", c.QoS, "0 or 1")
 	}
-	if c.Connections < 0 || c.Connections > 64 {
-		return config.Invalid("connections", c.Connections, "1 to 64, or 0 for one per 16 devices (1 to 4)")
+	if c.Connections < 0 || c.Connections > c.Devices {
+		return config.Invalid("connections", c.Connections, "1 to the number of devices (one per device), or 0 for one per 16 devices (1 to 4)")
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 60000 {
 		// paho numbers in-flight messages with 16-bit ids.
@@ -147,8 +185,26 @@ func (c Config) Validate() error {
 	if c.Password != "" && c.Username == "" {
 		return config.Invalid("username", c.Username, "a user name when password is set")
 	}
-	if err := validTopic(c.Topic); err != nil {
+	if err := validTopic(c.topic()); err != nil {
 		return config.Invalid("topic", c.Topic, err.Error())
+	}
+	if c.Format == FormatSparkplug && c.Topic != "" {
+		return config.Invalid("topic", c.Topic, `"" for sparkplug: topics follow spBv1.0/updraft/<type>/<node>/<device>`)
+	}
+	for _, a := range []struct {
+		key string
+		p   float64
+	}{{"spike", c.Anomalies.Spike}, {"stuck", c.Anomalies.Stuck}, {"dropout", c.Anomalies.Dropout},
+		{"out_of_order", c.Anomalies.OutOfOrder}, {"late", c.Anomalies.Late}, {"malformed", c.Anomalies.Malformed}} {
+		if !(a.p >= 0 && a.p <= 1) {
+			return config.Invalid("anomalies."+a.key, a.p, "a probability from 0 to 1")
+		}
+	}
+	if c.Anomalies.LateBy < 0 {
+		return config.Invalid("anomalies.late_by", c.Anomalies.LateBy, "a duration >= 0")
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return config.Invalid("tls.key", c.TLS.Key, "set together with tls.cert")
 	}
 	if c.Period <= 0 {
 		return config.Invalid("period", c.Period, "a positive duration, e.g. 24h or 10m")
@@ -222,6 +278,40 @@ func (ms Metrics) validate() error {
 	return nil
 }
 
+// MaxDevices is the largest fleet one simulator runs.
+const MaxDevices = 100000
+
+// Payload formats.
+const (
+	FormatJSON        = "json"
+	FormatSenML       = "senml"
+	FormatSparkplug   = "sparkplug"
+	FormatTasmota     = "tasmota"
+	FormatZigbee2MQTT = "zigbee2mqtt"
+	FormatHomie       = "homie"
+	FormatNumeric     = "numeric"
+)
+
+// formatTopics is each format's default topic; homie and numeric add
+// /<node>/<metric> and /<metric>.
+var formatTopics = map[string]string{
+	FormatJSON:        "devices/{device}/telemetry",
+	FormatSenML:       "senml/{device}",
+	FormatSparkplug:   "spBv1.0/updraft/DDATA/{device}",
+	FormatTasmota:     "tele/{device}/SENSOR",
+	FormatZigbee2MQTT: "zigbee2mqtt/{device}",
+	FormatHomie:       "homie/5/{device}",
+	FormatNumeric:     "sensors/{device}",
+}
+
+// topic is the configured topic or the format's default.
+func (c Config) topic() string {
+	if c.Topic != "" {
+		return c.Topic
+	}
+	return formatTopics[c.Format]
+}
+
 // connections applies the documented default.
 func (c Config) connections() int {
 	if c.Connections > 0 {
@@ -232,3 +322,45 @@ func (c Config) connections() int {
 
 // DeviceID names device i (0-based) as dev-00001, dev-00002, ...
 func DeviceID(i int) string { return fmt.Sprintf("dev-%05d", i+1) }
+
+// inflightPerConn bounds each connection's unacknowledged publishes so that
+// many connections together hold at most a million.
+func (c Config) inflightPerConn() int {
+	return max(1, min(c.MaxInFlight, 1_000_000/c.connections()))
+}
+
+// config builds the TLS settings; nil when nothing is configured and the
+// broker URL is not a TLS one (paho then uses its defaults).
+func (t TLSConfig) config() (*tls.Config, error) {
+	if t == (TLSConfig{}) {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // insecure_skip_verify is documented as for tests
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("read tls.ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, config.Invalid("tls.ca", t.CA, "a PEM file holding at least one certificate")
+		}
+		cfg.RootCAs = pool
+	}
+	if t.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("load tls.cert and tls.key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// deviceKey is device i's name as the agent decodes it.
+func (s *Sim) deviceKey(i int) string {
+	if s.cfg.Format == FormatSparkplug {
+		return spNodeID(i%s.cfg.connections()) + "/" + DeviceID(i)
+	}
+	return DeviceID(i)
+}

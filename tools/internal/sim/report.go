@@ -16,7 +16,8 @@ import (
 
 type stats struct {
 	sent, acked, errors, inflight atomic.Int64
-	perDevice                     []atomic.Int64 // acked messages per device index
+	ackedReadings                 atomic.Int64
+	perDevice                     []atomic.Int64 // acked readings per device index
 	rate                          atomic.Uint64  // float64 bits: acked messages/s over the last meter tick
 
 	mu                sync.Mutex
@@ -45,10 +46,13 @@ func (st *stats) times() (time.Time, time.Time) {
 // QoS 0: what was written to the connection without error). It is the JSON
 // of --summary and the end-to-end check's expectation.
 type Summary struct {
-	// Readings is Messages times the number of metrics per payload.
+	// Readings counts the readings the agent decodes from the acknowledged
+	// messages (Messages times the metrics per payload for json; births
+	// and descriptions carry none, corrupted payloads none).
 	Readings int64 `json:"readings"`
 	Messages int64 `json:"messages"`
-	// Devices counts the acknowledged readings of each device id.
+	// Devices counts the acknowledged readings of each device, by the
+	// name the agent gives it (Sparkplug: <node>/<device>).
 	Devices  map[string]int64 `json:"devices"`
 	QoS      int              `json:"qos"`
 	Seed     int64            `json:"seed"`
@@ -62,7 +66,6 @@ type Summary struct {
 
 // Summary reports the counters now; after Run returns, the final ones.
 func (s *Sim) Summary() Summary {
-	per := int64(len(s.cfg.Metrics))
 	sum := Summary{
 		Messages: s.stats.acked.Load(),
 		Devices:  make(map[string]int64, len(s.devices)),
@@ -71,10 +74,10 @@ func (s *Sim) Summary() Summary {
 		Errors:   s.stats.errors.Load(),
 		Sent:     s.stats.sent.Load(),
 	}
-	sum.Readings = sum.Messages * per
+	sum.Readings = s.stats.ackedReadings.Load()
 	for i := range s.stats.perDevice {
 		if n := s.stats.perDevice[i].Load(); n > 0 {
-			sum.Devices[DeviceID(i)] = n * per
+			sum.Devices[s.deviceKey(i)] = n
 		}
 	}
 	sum.Started, sum.Finished = s.stats.times()
@@ -133,7 +136,6 @@ func writeSummary(path string, sum Summary) error {
 }
 
 func (s *Sim) registerMetrics() {
-	per := float64(len(s.cfg.Metrics))
 	counter := func(name, help string, v *atomic.Int64, mult float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "updraft_sim_" + name, Help: help},
 			func() float64 { return float64(v.Load()) * mult })
@@ -141,7 +143,7 @@ func (s *Sim) registerMetrics() {
 	s.reg.MustRegister(
 		counter("messages_sent_total", "Publishes made.", &s.stats.sent, 1),
 		counter("messages_acked_total", "Publishes the broker acknowledged (QoS 1) or that were written (QoS 0).", &s.stats.acked, 1),
-		counter("readings_acked_total", "Readings in acknowledged publishes.", &s.stats.acked, per),
+		counter("readings_acked_total", "Readings in acknowledged publishes.", &s.stats.ackedReadings, 1),
 		counter("publish_errors_total", "Publishes that failed or were not acknowledged in time.", &s.stats.errors, 1),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "updraft_sim_messages_in_flight", Help: "Publishes awaiting the broker's ack."},
 			func() float64 { return float64(s.stats.inflight.Load()) }),

@@ -24,6 +24,13 @@ type device struct {
 	lastTS int64
 	chans  []channel
 	size   int // length of the last payload, to size the next one
+
+	vals      []float64 // the last sample's values
+	anomalies *rand.Rand
+	stuck     int       // samples left with frozen values
+	held      []message // a sample held back to arrive out of order
+	described bool      // homie: $description published
+	spEpoch   int       // sparkplug: the node birth this device's DBIRTH followed; 0 = none
 }
 
 // channel is the per-device state of one metric.
@@ -41,6 +48,10 @@ type signal struct {
 	// standard deviation is Metric.Drift and that moves over half a period.
 	driftKeep, driftStep float64
 	withTS               bool
+
+	format    string
+	anomalies Anomalies
+	nodes     []*spNode // sparkplug: one edge node per connection
 }
 
 type metricCodec struct {
@@ -50,7 +61,10 @@ type metricCodec struct {
 }
 
 func newSignal(c Config) *signal {
-	s := &signal{withTS: c.Timestamps}
+	s := &signal{withTS: c.Timestamps, format: c.Format, anomalies: c.Anomalies}
+	if s.format == "" {
+		s.format = FormatJSON
+	}
 	s.interval = 1
 	if c.Rate > 0 {
 		s.interval = float64(c.Devices) / c.Rate
@@ -73,6 +87,8 @@ func (s *signal) newDevice(seed int64, index int, topic string) *device {
 		rng:   rand.New(rand.NewPCG(uint64(seed), uint64(index)+1)),
 	}
 	d.topic = strings.ReplaceAll(topic, "{device}", d.id)
+	d.anomalies = rand.New(rand.NewPCG(uint64(seed), uint64(index)+1<<40))
+	d.vals = make([]float64, len(s.metrics))
 	d.chans = make([]channel, len(s.metrics))
 	for i, m := range s.metrics {
 		// Devices of one site read alike but not identically: a small
@@ -86,31 +102,58 @@ func (s *signal) newDevice(seed int64, index int, topic string) *device {
 	return d
 }
 
-// next renders the device's next payload, stamped with now (Unix ms) made
-// strictly greater than its previous stamp so that (device, metric, ts)
-// stays unique. Each payload is a new slice: the MQTT client keeps it until
-// the message is written.
-func (s *signal) next(d *device, now time.Time) []byte {
+// sample computes the device's next values into d.vals and returns its
+// stamp: now (Unix ms) made strictly greater than the previous stamp so
+// that (device, metric, ts) stays unique.
+func (s *signal) sample(d *device, now time.Time) int64 {
 	t := float64(d.step) * s.interval
 	d.step++
-	b := make([]byte, 0, d.size+8)
-	b = append(b, '{')
-	if s.withTS {
-		ts := max(now.UnixMilli(), d.lastTS+1)
-		d.lastTS = ts
-		b = append(b, `"ts":`...)
-		b = strconv.AppendInt(b, ts, 10)
+	a := &s.anomalies
+	frozen := d.stuck > 0
+	if frozen {
+		d.stuck--
+	} else if a.Stuck > 0 && d.anomalies.Float64() < a.Stuck {
+		d.stuck = 20
 	}
 	for i := range s.metrics {
 		m := &s.metrics[i]
 		ch := &d.chans[i]
 		ch.drift = ch.drift*s.driftKeep + d.rng.NormFloat64()*m.Drift*s.driftStep
 		v := m.Base + ch.offset + m.Amplitude*math.Sin(s.omega*t+ch.phase) + ch.drift + d.rng.NormFloat64()*m.Noise
+		if frozen {
+			continue
+		}
+		if a.Spike > 0 && d.anomalies.Float64() < a.Spike {
+			v += 10 * math.Max(m.Amplitude, m.Resolution)
+		}
+		d.vals[i] = quantize(v, m.Resolution)
+	}
+	ts := max(now.UnixMilli(), d.lastTS+1)
+	d.lastTS = ts
+	return ts
+}
+
+// next renders the device's next JSON payload. Each payload is a new slice:
+// the MQTT client keeps it until the message is written.
+func (s *signal) next(d *device, now time.Time) []byte {
+	ts := s.sample(d, now)
+	return s.renderJSON(d, ts)
+}
+
+func (s *signal) renderJSON(d *device, ts int64) []byte {
+	b := make([]byte, 0, d.size+8)
+	b = append(b, '{')
+	if s.withTS {
+		b = append(b, `"ts":`...)
+		b = strconv.AppendInt(b, ts, 10)
+	}
+	for i := range s.metrics {
+		m := &s.metrics[i]
 		if i > 0 || s.withTS {
 			b = append(b, ',')
 		}
 		b = append(b, m.key...)
-		b = strconv.AppendFloat(b, quantize(v, m.Resolution), 'f', m.decimals, 64)
+		b = strconv.AppendFloat(b, d.vals[i], 'f', m.decimals, 64)
 	}
 	b = append(b, '}')
 	d.size = len(b)

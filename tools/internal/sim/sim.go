@@ -1,5 +1,7 @@
 // Package sim simulates a fleet of MQTT sensors for Updraft: N devices
-// publish flat JSON readings (a daily cycle plus noise and drift, quantized
+// publish readings in one of the payload formats the agent decodes (flat
+// JSON by default; SenML, Sparkplug B, Tasmota, Zigbee2MQTT, Homie, plain
+// numbers) (a daily cycle plus noise and drift, quantized
 // to each sensor's resolution) at a total rate over a few shared
 // connections, deterministically for a seed, and it counts what the broker
 // acknowledged so a run can be checked end to end against the lake.
@@ -53,7 +55,12 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 	s := &Sim{cfg: cfg, log: log, reg: ops.NewRegistry(), signal: newSignal(cfg), publishing: make(chan struct{})}
 	s.devices = make([]*device, cfg.Devices)
 	for i := range s.devices {
-		s.devices[i] = s.signal.newDevice(cfg.Seed, i, cfg.Topic)
+		s.devices[i] = s.signal.newDevice(cfg.Seed, i, cfg.topic())
+	}
+	if cfg.Format == FormatSparkplug {
+		for i := range cfg.connections() {
+			s.signal.nodes = append(s.signal.nodes, &spNode{id: spNodeID(i)})
+		}
 	}
 	s.stats.perDevice = make([]atomic.Int64, cfg.Devices)
 	s.progressOut, s.terminal = os.Stderr, isTerminal(os.Stderr)
@@ -101,8 +108,9 @@ type conn struct {
 }
 
 type inflight struct {
-	token  mqtt.Token
-	device int
+	token    mqtt.Token
+	device   int
+	readings int
 }
 
 // Run connects, publishes until ctx ends or the configured duration or
@@ -199,6 +207,11 @@ func (s *Sim) connect(ctx context.Context) ([]*conn, error) {
 			c.client.Disconnect(0)
 		}
 	}
+	tlsConfig, err := s.cfg.TLS.config()
+	if err != nil {
+		return nil, err
+	}
+	perConn := s.cfg.inflightPerConn()
 	for i := range s.cfg.connections() {
 		id := s.cfg.ClientIDPrefix + "-" + strconv.Itoa(i+1)
 		opts := mqtt.NewClientOptions().
@@ -215,6 +228,18 @@ func (s *Sim) connect(ctx context.Context) ([]*conn, error) {
 			SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 				s.log.Warn("connection lost; reconnecting", "client", id, "err", err)
 			})
+		if tlsConfig != nil {
+			opts.SetTLSConfig(tlsConfig)
+		}
+		if s.cfg.Format == FormatSparkplug {
+			node := s.signal.nodes[i]
+			topic, will := spDeath(node.id)
+			opts.SetBinaryWill(topic, will, 0, false)
+			// A host that missed messages asks for births on NCMD.
+			opts.SetOnConnectHandler(func(c mqtt.Client) {
+				c.Subscribe(spTopic("NCMD", node.id, ""), 0, func(mqtt.Client, mqtt.Message) { node.rebirth.Store(true) })
+			})
+		}
 		client := mqtt.NewClient(opts)
 		if err := s.connectOne(ctx, client, id); err != nil {
 			closeAll()
@@ -222,8 +247,8 @@ func (s *Sim) connect(ctx context.Context) ([]*conn, error) {
 		}
 		conns = append(conns, &conn{
 			client:  client,
-			slots:   make(chan struct{}, s.cfg.MaxInFlight),
-			pending: make(chan inflight, s.cfg.MaxInFlight),
+			slots:   make(chan struct{}, perConn),
+			pending: make(chan inflight, perConn),
 		})
 	}
 	return conns, nil
@@ -283,6 +308,7 @@ func (s *Sim) publish(ctx context.Context, conns []*conn) {
 		}
 	}
 	qos := byte(s.cfg.QoS)
+	var msgs []message
 	for n := int64(0); s.cfg.Messages == 0 || n < s.cfg.Messages; n++ {
 		now := time.Now()
 		if s.cfg.Rate > 0 {
@@ -301,17 +327,20 @@ func (s *Sim) publish(ctx context.Context, conns []*conn) {
 			return
 		}
 		d := s.devices[order.next()]
-		c := conns[d.index%len(conns)]
-		select {
-		case c.slots <- struct{}{}:
-		case <-ctx.Done():
-			return
+		ci := d.index % len(conns)
+		c := conns[ci]
+		msgs = s.signal.messages(msgs[:0], d, ci, time.Now())
+		for _, m := range msgs {
+			select {
+			case c.slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			s.stats.inflight.Add(1)
+			tok := c.client.Publish(m.topic, qos, false, m.payload)
+			s.stats.sent.Add(1)
+			c.pending <- inflight{token: tok, device: d.index, readings: m.readings}
 		}
-		payload := s.signal.next(d, time.Now())
-		s.stats.inflight.Add(1)
-		tok := c.client.Publish(d.topic, qos, false, payload)
-		s.stats.sent.Add(1)
-		c.pending <- inflight{token: tok, device: d.index}
 	}
 }
 
@@ -326,7 +355,8 @@ func (s *Sim) ack(c *conn, abort <-chan struct{}) {
 				s.log.Debug("publish failed", "device", DeviceID(p.device), "err", err)
 			} else {
 				s.stats.acked.Add(1)
-				s.stats.perDevice[p.device].Add(1)
+				s.stats.ackedReadings.Add(int64(p.readings))
+				s.stats.perDevice[p.device].Add(int64(p.readings))
 			}
 		case <-abort:
 			s.stats.errors.Add(1)
