@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestStats(t *testing.T) {
+	for _, tc := range []struct {
+		in          []float64
+		lo, med, hi float64
+	}{
+		{[]float64{5}, 5, 5, 5},
+		{[]float64{3, 1, 2}, 1, 2, 3},
+		{[]float64{4, 1, 3, 2}, 1, 2.5, 4},
+	} {
+		lo, med, hi := stats(tc.in)
+		if lo != tc.lo || med != tc.med || hi != tc.hi {
+			t.Errorf("stats(%v) = %v %v %v, want %v %v %v", tc.in, lo, med, hi, tc.lo, tc.med, tc.hi)
+		}
+	}
+}
+
+func metric(b Better, runs ...float64) *Metric {
+	m := &Metric{Better: b, Runs: runs}
+	m.Min, m.Median, m.Max = stats(runs)
+	return m
+}
+
+func TestCompare(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		prev, cur *Metric
+		regressed bool
+	}{
+		{"throughput down beyond assumed noise", metric(Higher, 1000), metric(Higher, 850), true},
+		{"throughput down within assumed noise", metric(Higher, 1000), metric(Higher, 950), false},
+		{"throughput up", metric(Higher, 1000), metric(Higher, 2000), false},
+		{"latency up beyond noise", metric(Lower, 100), metric(Lower, 130), true},
+		{"latency down", metric(Lower, 100), metric(Lower, 50), false},
+		{"measured noise widens the band", metric(Higher, 700, 1000, 1300), metric(Higher, 800), false},
+		{"narrow measured noise flags small changes", metric(Higher, 990, 1000, 1010), metric(Higher, 960, 965, 970), true},
+		{"info never flagged", metric(Info, 100), metric(Info, 10), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prev := Result{Metrics: map[string]*Metric{"m": tc.prev}}
+			cur := Result{Metrics: map[string]*Metric{"m": tc.cur}}
+			regs := compare(prev, cur, 0.10)
+			if got := len(regs) == 1; got != tc.regressed {
+				t.Errorf("regressed = %v (%+v), want %v", got, regs, tc.regressed)
+			}
+		})
+	}
+}
+
+func TestPreviousPicksLatestOfScenario(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, r Result) {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("wire-20260101T000000.000Z.json", Result{Scenario: "wire", DurationS: 1})
+	write("wire-20260102T000000.000Z.json", Result{Scenario: "wire", DurationS: 2})
+	write("wirex-20260103T000000.000Z.json", Result{Scenario: "wirex", DurationS: 3})
+	r, path, ok := previous(dir, "wire")
+	if !ok || r.DurationS != 2 || filepath.Base(path) != "wire-20260102T000000.000Z.json" {
+		t.Fatalf("previous = %+v %s %v, want the 2026-01-02 wire result", r, path, ok)
+	}
+	if _, _, ok := previous(dir, "cloud"); ok {
+		t.Fatal("found a previous cloud result in a directory without one")
+	}
+}
+
+func TestEveryScenarioIsDefined(t *testing.T) {
+	for _, n := range Scenarios() {
+		sc, ok := scenarios[n]
+		if !ok || sc.run == nil || sc.params == nil || len(sc.specs) == 0 {
+			t.Errorf("scenario %s is incomplete", n)
+		}
+		seen := map[string]bool{}
+		for _, sp := range sc.specs {
+			if seen[sp.Name] || sp.Unit == "" || sp.Better == "" {
+				t.Errorf("%s: metric %q duplicated or without unit/direction", n, sp.Name)
+			}
+			seen[sp.Name] = true
+		}
+	}
+}

@@ -1,0 +1,183 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+
+	"github.com/updraft-io/updraft/schemas/batch"
+)
+
+// Probe readings come from one device with one metric whose value is the
+// probe's sequence number, so each can be found downstream and timed.
+const (
+	probeDevice = "probe-1"
+	probeMetric = "probe"
+	probeTopic  = "devices/" + probeDevice + "/telemetry"
+)
+
+// probes publishes numbered readings to the edge's broker and records when
+// each was published, seen in the regional stream, and visible to a lake query.
+type probes struct {
+	mq mqtt.Client
+	nc *nats.Conn
+
+	mu     sync.Mutex
+	next   int
+	sent   map[int]time.Time
+	stream map[int]time.Time
+	lake   map[int]time.Time
+	err    error
+}
+
+func newProbes(e *env) (*probes, error) {
+	p := &probes{sent: map[int]time.Time{}, stream: map[int]time.Time{}, lake: map[int]time.Time{}}
+	o := mqtt.NewClientOptions().AddBroker(e.mqttURL()).SetClientID("updraft-bench-probe").
+		SetConnectTimeout(10 * time.Second).SetAutoReconnect(true)
+	p.mq = mqtt.NewClient(o)
+	if t := p.mq.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		return nil, fmt.Errorf("probe: connect to %s: %v", e.mqttURL(), t.Error())
+	}
+	nc, err := nats.Connect(e.natsURL(), nats.Name("updraft-bench-probe"))
+	if err != nil {
+		p.mq.Disconnect(0)
+		return nil, fmt.Errorf("probe: connect to %s: %w", e.natsURL(), err)
+	}
+	p.nc = nc
+	// A core subscription sees every batch the gateway accepts into the
+	// stream, as it is stored.
+	if _, err := nc.Subscribe("telemetry.>", p.onBatch); err != nil {
+		p.close()
+		return nil, err
+	}
+	if err := nc.Flush(); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *probes) onBatch(m *nats.Msg) {
+	now := time.Now()
+	b, err := batch.Decode(m.Subject, m.Header, m.Data)
+	if err != nil {
+		p.mu.Lock()
+		p.err = fmt.Errorf("probe: undecodable batch on %s: %w", m.Subject, err)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range b.Readings {
+		if r.Device == probeDevice && r.Metric == probeMetric {
+			if _, ok := p.stream[int(r.Value)]; !ok {
+				p.stream[int(r.Value)] = now
+			}
+		}
+	}
+}
+
+// publish sends the next probe at QoS 1 and returns its number.
+func (p *probes) publish() (int, error) {
+	p.mu.Lock()
+	p.next++
+	n := p.next
+	p.mu.Unlock()
+	now := time.Now()
+	payload := fmt.Sprintf(`{"ts":%d,"%s":%d}`, now.UnixMilli(), probeMetric, n)
+	p.mu.Lock()
+	p.sent[n] = now
+	p.mu.Unlock()
+	t := p.mq.Publish(probeTopic, 1, false, payload)
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return n, fmt.Errorf("probe %d: publish: %v", n, t.Error())
+	}
+	return n, nil
+}
+
+// pollLake records when each probe first answers a query of the lake.
+func (p *probes) pollLake(ctx context.Context, cloudURL string, since time.Time) error {
+	q := url.Values{"device": {probeDevice}, "metric": {probeMetric}, "from": {since.Add(-time.Minute).UTC().Format(time.RFC3339Nano)},
+		"limit": {"100000"}}
+	var res struct {
+		Points []struct {
+			Value float64 `json:"value"`
+		} `json:"points"`
+	}
+	if err := getJSON(ctx, cloudURL+"/api/v1/query?"+q.Encode(), &res); err != nil {
+		return err
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pt := range res.Points {
+		if _, ok := p.lake[int(pt.Value)]; !ok {
+			p.lake[int(pt.Value)] = now
+		}
+	}
+	return nil
+}
+
+// arrived reports whether every probe in [from, to] reached where (stream or
+// lake), and any error seen decoding batches.
+func (p *probes) arrived(from, to int, lake bool) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := p.stream
+	if lake {
+		seen = p.lake
+	}
+	for n := from; n <= to; n++ {
+		if _, ok := seen[n]; !ok {
+			return false, p.err
+		}
+	}
+	return true, p.err
+}
+
+// latencies returns the ms from publish to arrival of probes [from, to].
+func (p *probes) latencies(from, to int, lake bool) []float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := p.stream
+	if lake {
+		seen = p.lake
+	}
+	var ms []float64
+	for n := from; n <= to; n++ {
+		if t, ok := seen[n]; ok {
+			ms = append(ms, float64(t.Sub(p.sent[n]).Microseconds())/1000)
+		}
+	}
+	return ms
+}
+
+// sentBetween returns the first and last probe published within [a, b].
+func (p *probes) sentBetween(a, b time.Time) (first, last int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first = -1
+	for n := 1; n <= p.next; n++ {
+		t, ok := p.sent[n]
+		if !ok || t.Before(a) || t.After(b) {
+			continue
+		}
+		if first < 0 {
+			first = n
+		}
+		last = n
+	}
+	return first, last
+}
+
+func (p *probes) close() {
+	if p.nc != nil {
+		p.nc.Close()
+	}
+	p.mq.Disconnect(250)
+}

@@ -1,0 +1,897 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/updraft-io/updraft/schemas"
+	"github.com/updraft-io/updraft/schemas/batch"
+	"github.com/updraft-io/updraft/tools/internal/netproxy"
+	"github.com/updraft-io/updraft/tools/internal/sim"
+	"github.com/updraft-io/updraft/tools/internal/stack"
+)
+
+// telemetryStream is the regional stream's name in deploy/local/gateway.yaml.
+const telemetryStream = "TELEMETRY"
+
+// load is a simulator publishing in the background until stopped.
+type load struct {
+	s      *sim.Sim
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// startLoad runs the simulator against the edge's broker: rate 0 is as fast
+// as the broker acknowledges; messages 0 is until stopped.
+func (e *env) startLoad(ctx context.Context, topic, clientID string, rate float64, messages int64) (*load, error) {
+	cfg := sim.DefaultConfig()
+	cfg.Broker, cfg.Topic, cfg.ClientIDPrefix = e.mqttURL(), topic, clientID
+	cfg.Devices, cfg.Rate, cfg.Messages = e.sz.Devices, rate, messages
+	cfg.Connections, cfg.Progress, cfg.Period = 4, 0, 10*time.Minute
+	s, err := sim.New(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.SetProgressOutput(io.Discard, false)
+	ctx, cancel := context.WithCancel(ctx)
+	l := &load{s: s, cancel: cancel, done: make(chan error, 1)}
+	go func() { l.done <- s.Run(ctx) }()
+	select {
+	case <-s.Publishing():
+		return l, nil
+	case err := <-l.done:
+		cancel()
+		return nil, fmt.Errorf("simulator: %v", err)
+	case <-time.After(30 * time.Second):
+		l.stop()
+		return nil, fmt.Errorf("simulator not publishing after 30s")
+	}
+}
+
+// stop ends the simulator and waits for it; a cancelled run is not an
+// error. It may be called more than once.
+func (l *load) stop() sim.Summary {
+	l.cancel()
+	l.once.Do(func() { l.err = <-l.done })
+	return l.s.Summary()
+}
+
+// wait blocks for a run with a message limit to finish.
+func (l *load) wait(ctx context.Context) (sim.Summary, error) {
+	select {
+	case err := <-l.done:
+		l.once.Do(func() { l.err = err })
+		l.cancel()
+		return l.s.Summary(), err
+	case <-ctx.Done():
+		return l.stop(), ctx.Err()
+	}
+}
+
+// pause waits d, a measuring window (not a condition).
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// ---- ingest ----------------------------------------------------------------
+
+var ingestScenario = scenario{
+	specs: []spec{
+		{Name: "mqtt_msgs_per_s", Unit: "msgs/s", Better: Higher, Help: "MQTT messages/s the edge acknowledged after making their readings durable"},
+		{Name: "readings_per_s_durable", Unit: "readings/s", Better: Higher, Help: "readings/s written to the durable buffer"},
+		{Name: "readings_per_s_jetstream", Unit: "readings/s", Better: Higher, Help: "readings/s acknowledged by the regional JetStream"},
+		{Name: "ceiling_msgs_per_s", Unit: "msgs/s", Better: Info, Help: "the same broker delivering to a QoS 1 subscriber that does nothing"},
+		{Name: "ratio_to_ceiling", Unit: "ratio", Better: Higher, Help: "mqtt_msgs_per_s / ceiling_msgs_per_s"},
+		{Name: "overload_delivered_fraction", Unit: "ratio", Better: Info, Help: "of the messages the broker acknowledged to the unthrottled publisher, the fraction the agent received"},
+		{Name: "sustained_offered_msgs_per_s", Unit: "msgs/s", Better: Info, Help: "a paced load at 90% of mqtt_msgs_per_s"},
+		{Name: "sustained_delivered_fraction", Unit: "ratio", Better: Higher, Help: "of the paced load the broker acknowledged, the fraction the agent received and made durable"},
+	},
+	params: func(sz sizes) map[string]any {
+		return map[string]any{"warmup": sz.Warmup.String(), "window": sz.IngestWindow.String(), "devices": sz.Devices,
+			"qos": 1, "rate": "unthrottled", "edge": "GOMAXPROCS=1, pinned to CPU 0"}
+	},
+	run: runIngest,
+}
+
+func runIngest(ctx context.Context, e *env) (sample, error) {
+	s := newSample()
+	if err := e.start(ctx, stack.Gateway, stack.Edge); err != nil {
+		return s, err
+	}
+	s.notes["pinning"] = e.pinned
+
+	// Ceiling: the edge's own broker delivering to a subscriber that acks
+	// and discards, on topics the agent does not subscribe to.
+	var got atomic.Int64
+	o := mqtt.NewClientOptions().AddBroker(e.mqttURL()).SetClientID("updraft-bench-ceiling").SetCleanSession(true)
+	sub := mqtt.NewClient(o)
+	if t := sub.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		return s, fmt.Errorf("ceiling subscriber: connect: %v", t.Error())
+	}
+	defer sub.Disconnect(0)
+	if t := sub.Subscribe("bench/+/telemetry", 1, func(mqtt.Client, mqtt.Message) { got.Add(1) }); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return s, fmt.Errorf("ceiling subscriber: subscribe: %v", t.Error())
+	}
+	l, err := e.startLoad(ctx, "bench/{device}/telemetry", "bench-ceil", 0, 0)
+	if err != nil {
+		return s, err
+	}
+	if err := pause(ctx, e.sz.Warmup); err != nil {
+		l.stop()
+		return s, err
+	}
+	c0, t0 := got.Load(), time.Now()
+	if err := pause(ctx, e.sz.IngestWindow); err != nil {
+		l.stop()
+		return s, err
+	}
+	c1, t1 := got.Load(), time.Now()
+	l.stop()
+	sub.Disconnect(0)
+	s.values["ceiling_msgs_per_s"] = float64(c1-c0) / t1.Sub(t0).Seconds()
+
+	// The pipeline: the same broker and load into the agent.
+	start, err := e.edge(ctx)
+	if err != nil {
+		return s, err
+	}
+	l, err = e.startLoad(ctx, "devices/{device}/telemetry", "bench-pipe", 0, 0)
+	if err != nil {
+		return s, err
+	}
+	defer l.stop()
+	if err := pause(ctx, e.sz.Warmup); err != nil {
+		return s, err
+	}
+	a, err := e.edge(ctx)
+	if err != nil {
+		return s, err
+	}
+	if err := pause(ctx, e.sz.IngestWindow); err != nil {
+		return s, err
+	}
+	b, err := e.edge(ctx)
+	if err != nil {
+		return s, err
+	}
+	dt := b.at.Sub(a.at).Seconds()
+	s.values["mqtt_msgs_per_s"] = (b.acked - a.acked) / dt
+	s.values["readings_per_s_durable"] = (b.accepted - a.accepted) / dt
+	s.values["readings_per_s_jetstream"] = (b.forwarded - a.forwarded) / dt
+	if c := s.values["ceiling_msgs_per_s"]; c > 0 {
+		s.values["ratio_to_ceiling"] = s.values["mqtt_msgs_per_s"] / c
+	}
+	sum := l.stop()
+	end, err := e.edgeSettled(ctx)
+	if err != nil {
+		return s, err
+	}
+	s.values["overload_delivered_fraction"] = (end.acked - start.acked) / float64(max(sum.Messages, 1))
+
+	// Sustained: offer 90% of what the agent took under overload and check
+	// it keeps up: every message the broker acknowledged reaches the agent.
+	offered := 0.9 * s.values["mqtt_msgs_per_s"]
+	l, err = e.startLoad(ctx, "devices/{device}/telemetry", "bench-sust", offered, 0)
+	if err != nil {
+		return s, err
+	}
+	defer l.stop()
+	if err := pause(ctx, e.sz.Warmup+e.sz.IngestWindow); err != nil {
+		return s, err
+	}
+	sum = l.stop()
+	final, err := e.edgeSettled(ctx)
+	if err != nil {
+		return s, err
+	}
+	s.values["sustained_offered_msgs_per_s"] = offered
+	s.values["sustained_delivered_fraction"] = (final.acked - end.acked) / float64(max(sum.Messages, 1))
+	return s, nil
+}
+
+// edgeSettled waits until the agent's acknowledged count stops moving (the
+// broker has delivered what it queued) and returns the counters.
+func (e *env) edgeSettled(ctx context.Context) (edgeCounters, error) {
+	var last edgeCounters
+	stable := 0
+	err := poll(ctx, e.sz.DrainTimeout, 200*time.Millisecond, "the edge to settle", func() (bool, error) {
+		c, err := e.edge(ctx)
+		if err != nil {
+			return false, err
+		}
+		if c.acked == last.acked {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = c
+		return stable >= 3, nil
+	})
+	return last, err
+}
+
+// ---- wire ------------------------------------------------------------------
+
+// wireFormat is one payload format measured on the uplink: it names the
+// format and publishes n messages of it to the edge's broker, returning the
+// readings the broker acknowledged.
+type wireFormat struct {
+	Name    string
+	Publish func(ctx context.Context, e *env, n int64) (readings int64, err error)
+}
+
+// wireRate paces the wire scenario's publishing below the edge's ingest
+// ceiling, so every message reaches the agent: it measures bytes, not speed.
+const wireRate = 1000
+
+// wireFormats are the payload formats the edge decodes; a new decoder adds
+// an entry here (and a subscription for its topic to the edge config).
+var wireFormats = []wireFormat{
+	{Name: "json", Publish: func(ctx context.Context, e *env, n int64) (int64, error) {
+		l, err := e.startLoad(ctx, "devices/{device}/telemetry", "bench-wire", wireRate, n)
+		if err != nil {
+			return 0, err
+		}
+		sum, err := l.wait(ctx)
+		if err == nil && sum.Messages < n {
+			err = fmt.Errorf("broker acknowledged %d of %d messages", sum.Messages, n)
+		}
+		return sum.Readings, err
+	}},
+}
+
+var wireScenario = scenario{
+	specs: func() []spec {
+		var sp []spec
+		for _, f := range wireFormats {
+			sp = append(sp,
+				spec{Name: f.Name + "_bytes_per_reading", Unit: "bytes", Better: Lower, Help: "NATS data + headers per reading on the edge-to-region link, batched"},
+				spec{Name: f.Name + "_baseline_bytes_per_reading", Unit: "bytes", Better: Info, Help: "the same readings sent as one JSON message each (data, no headers)"},
+				spec{Name: f.Name + "_ratio_to_baseline", Unit: "ratio", Better: Lower, Help: "batched / JSON-each"},
+				spec{Name: f.Name + "_readings", Unit: "readings", Better: Info, Help: "readings measured"},
+			)
+		}
+		return sp
+	}(),
+	params: func(sz sizes) map[string]any {
+		return map[string]any{"messages": sz.WireMessages, "rate_msgs_per_s": wireRate, "devices": sz.Devices, "metrics_per_message": sz.ReadingsPerMsg}
+	},
+	run: runWire,
+}
+
+// jsonReading is a reading as a self-describing JSON message.
+type jsonReading struct {
+	TS     int64   `json:"ts"`
+	Region string  `json:"region"`
+	Site   string  `json:"site"`
+	Edge   string  `json:"edge"`
+	Device string  `json:"device"`
+	Metric string  `json:"metric"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit,omitempty"`
+}
+
+func runWire(ctx context.Context, e *env) (sample, error) {
+	s := newSample()
+	if err := e.start(ctx, stack.Gateway, stack.Edge); err != nil {
+		return s, err
+	}
+	nc, err := nats.Connect(e.natsURL(), nats.Name("updraft-bench-wire"))
+	if err != nil {
+		return s, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return s, err
+	}
+	for _, f := range wireFormats {
+		st, err := js.Stream(ctx, telemetryStream)
+		if err != nil {
+			return s, err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return s, err
+		}
+		from := info.State.LastSeq + 1
+		before, err := e.edge(ctx)
+		if err != nil {
+			return s, err
+		}
+		want, err := f.Publish(ctx, e, e.sz.WireMessages)
+		if err != nil {
+			return s, fmt.Errorf("publish %s: %w", f.Name, err)
+		}
+		var after edgeCounters
+		err = poll(ctx, e.sz.DrainTimeout, 100*time.Millisecond, "the edge to forward every reading", func() (bool, error) {
+			after, err = e.edge(ctx)
+			return err == nil && after.forwarded-before.forwarded >= float64(want), err
+		})
+		if err != nil {
+			return s, err
+		}
+		info, err = st.Info(ctx)
+		if err != nil {
+			return s, err
+		}
+		batched, each, readings, err := measureStream(ctx, js, from, info.State.LastSeq)
+		if err != nil {
+			return s, err
+		}
+		if readings == 0 {
+			return s, fmt.Errorf("%s: no readings in the stream", f.Name)
+		}
+		s.values[f.Name+"_bytes_per_reading"] = float64(batched) / float64(readings)
+		s.values[f.Name+"_baseline_bytes_per_reading"] = float64(each) / float64(readings)
+		s.values[f.Name+"_ratio_to_baseline"] = float64(batched) / float64(each)
+		s.values[f.Name+"_readings"] = float64(readings)
+	}
+	return s, nil
+}
+
+// measureStream reads stream messages [from, to] and sums their data and
+// header bytes, and the bytes of their readings as one JSON message each.
+func measureStream(ctx context.Context, js jetstream.JetStream, from, to uint64) (batched, each, readings int64, err error) {
+	if to < from {
+		return 0, 0, 0, fmt.Errorf("no batches in the stream")
+	}
+	c, err := js.OrderedConsumer(ctx, telemetryStream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer it.Stop()
+	for seq := from; seq <= to; {
+		m, err := nextMsg(ctx, it)
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("read stream at sequence %d of %d: %w", seq, to, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		seq = md.Sequence.Stream + 1
+		batched += int64(len(m.Data()) + headerBytes(m.Headers()))
+		b, err := batch.Decode(m.Subject(), m.Headers(), m.Data())
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		for _, r := range b.Readings {
+			j, _ := json.Marshal(jsonReading{r.TS, r.Region, r.Site, r.Edge, r.Device, r.Metric, r.Value, r.Unit})
+			each += int64(len(j))
+			readings++
+		}
+	}
+	return batched, each, readings, nil
+}
+
+// nextMsg returns the next message, giving up after 10 s of silence.
+func nextMsg(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, error) {
+	type res struct {
+		m   jetstream.Msg
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { m, err := it.Next(); ch <- res{m, err} }()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-time.After(10 * time.Second):
+		it.Stop()
+		return nil, fmt.Errorf("no message for 10s")
+	case <-ctx.Done():
+		it.Stop()
+		return nil, ctx.Err()
+	}
+}
+
+// headerBytes is the size of NATS headers on the wire.
+func headerBytes(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n") + 2
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n
+}
+
+// ---- latency ---------------------------------------------------------------
+
+var latencyScenario = scenario{
+	specs: []spec{
+		{Name: "stream_p50_ms", Unit: "ms", Better: Lower, Help: "device publish to the batch arriving in the regional stream"},
+		{Name: "stream_p90_ms", Unit: "ms", Better: Lower},
+		{Name: "stream_p99_ms", Unit: "ms", Better: Lower},
+		{Name: "stream_max_ms", Unit: "ms", Better: Lower},
+		{Name: "lake_p50_ms", Unit: "ms", Better: Lower, Help: "device publish to the reading answering a lake query (polled every 50 ms)"},
+		{Name: "lake_p90_ms", Unit: "ms", Better: Lower},
+		{Name: "lake_p99_ms", Unit: "ms", Better: Lower},
+		{Name: "lake_max_ms", Unit: "ms", Better: Lower},
+		{Name: "probes", Unit: "readings", Better: Info},
+		{Name: "load_msgs_per_s", Unit: "msgs/s", Better: Info, Help: "background load while probing"},
+	},
+	params: func(sz sizes) map[string]any {
+		return map[string]any{"load_msgs_per_s": sz.LoadRate, "probes": sz.LatencyProbes, "probe_interval": sz.ProbeInterval.String(),
+			"devices": sz.Devices, "cloud_roll_interval": "500ms", "edge_batch_max_age": "from deploy/local/edge.yaml"}
+	},
+	run: runLatency,
+}
+
+// alertNote is reported instead of a number until the edge raises alerts.
+const alertNote = "not available: the edge agent has no local alerting yet"
+
+func runLatency(ctx context.Context, e *env) (sample, error) {
+	s := newSample()
+	if err := e.start(ctx, stack.Gateway, stack.Cloud, stack.Edge); err != nil {
+		return s, err
+	}
+	s.notes["local_alert_latency"] = alertNote
+	p, err := newProbes(e)
+	if err != nil {
+		return s, err
+	}
+	defer p.close()
+	l, err := e.startLoad(ctx, "devices/{device}/telemetry", "bench-load", e.sz.LoadRate, 0)
+	if err != nil {
+		return s, err
+	}
+	defer l.stop()
+	if err := pause(ctx, e.sz.Warmup); err != nil {
+		return s, err
+	}
+	start := time.Now()
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var pollErr error
+	wg.Go(func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-pollCtx.Done():
+				return
+			case <-t.C:
+				if err := p.pollLake(pollCtx, e.s.URL(stack.Cloud), start); err != nil && pollCtx.Err() == nil {
+					pollErr = err
+				}
+			}
+		}
+	})
+	defer func() { stopPoll(); wg.Wait() }()
+	tick := time.NewTicker(e.sz.ProbeInterval)
+	for range e.sz.LatencyProbes {
+		if _, err := p.publish(); err != nil {
+			tick.Stop()
+			return s, err
+		}
+		<-tick.C
+	}
+	tick.Stop()
+	last := e.sz.LatencyProbes
+	if err := poll(ctx, e.sz.DrainTimeout, 50*time.Millisecond, "every probe in the stream and the lake", func() (bool, error) {
+		a, err := p.arrived(1, last, false)
+		b, _ := p.arrived(1, last, true)
+		return a && b, err
+	}); err != nil {
+		return s, err
+	}
+	stopPoll()
+	wg.Wait()
+	if pollErr != nil {
+		return s, fmt.Errorf("lake query: %w", pollErr)
+	}
+	sum := l.stop()
+	s.values["stream_p50_ms"], s.values["stream_p90_ms"], s.values["stream_p99_ms"], s.values["stream_max_ms"] = percentiles(p.latencies(1, last, false))
+	s.values["lake_p50_ms"], s.values["lake_p90_ms"], s.values["lake_p99_ms"], s.values["lake_max_ms"] = percentiles(p.latencies(1, last, true))
+	s.values["probes"] = float64(last)
+	if !sum.Started.IsZero() {
+		s.values["load_msgs_per_s"] = float64(sum.Messages) / time.Since(sum.Started).Seconds()
+	}
+	return s, nil
+}
+
+// ---- outage ----------------------------------------------------------------
+
+var outageScenario = scenario{
+	specs: []spec{
+		{Name: "backlog_peak_readings", Unit: "readings", Better: Info, Help: "most readings buffered at the edge during the outage and drain"},
+		{Name: "drain_s", Unit: "s", Better: Lower, Help: "from restoring the uplink until the backlog is back to its pre-outage level"},
+		{Name: "drain_readings_per_s", Unit: "readings/s", Better: Higher, Help: "readings/s acknowledged by JetStream during the drain (backlog and live)"},
+		{Name: "live_p50_ms", Unit: "ms", Better: Lower, Help: "publish-to-stream latency of live readings published during the drain"},
+		{Name: "live_p99_ms", Unit: "ms", Better: Lower},
+		{Name: "live_max_ms", Unit: "ms", Better: Lower},
+		{Name: "outage_s", Unit: "s", Better: Info},
+	},
+	params: func(sz sizes) map[string]any {
+		return map[string]any{"load_msgs_per_s": sz.LoadRate, "outage": sz.OutageCut.String(), "devices": sz.Devices,
+			"probe_interval": sz.ProbeInterval.String(), "uplink": "netproxy between edge and gateway"}
+	},
+	run: runOutage,
+}
+
+func runOutage(ctx context.Context, e *env) (sample, error) {
+	s := newSample()
+	proxy, err := netproxy.New("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", e.ports.NATS))
+	if err != nil {
+		return s, err
+	}
+	defer proxy.Close()
+	e.args[stack.Edge] = append(e.args[stack.Edge], "--nats-url", "nats://"+proxy.Addr())
+	if err := e.start(ctx, stack.Gateway, stack.Edge); err != nil {
+		return s, err
+	}
+	p, err := newProbes(e)
+	if err != nil {
+		return s, err
+	}
+	defer p.close()
+	l, err := e.startLoad(ctx, "devices/{device}/telemetry", "bench-load", e.sz.LoadRate, 0)
+	if err != nil {
+		return s, err
+	}
+	defer l.stop()
+
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var probeErr error
+	wg.Go(func() {
+		t := time.NewTicker(e.sz.ProbeInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-probeCtx.Done():
+				return
+			case <-t.C:
+				if _, err := p.publish(); err != nil && probeCtx.Err() == nil {
+					probeErr = err
+					return
+				}
+			}
+		}
+	})
+	defer func() { stopProbes(); wg.Wait() }()
+
+	// sampleUntil samples the edge every 100 ms for up to d, tracking the
+	// most readings buffered, and returns early once stop holds.
+	peak := 0.0
+	var cur edgeCounters
+	sampleUntil := func(d time.Duration, stop func(edgeCounters) bool) (bool, error) {
+		deadline := time.Now().Add(d)
+		for time.Now().Before(deadline) {
+			var err error
+			if cur, err = e.edge(ctx); err != nil {
+				return false, err
+			}
+			peak = max(peak, cur.buffered)
+			if stop != nil && stop(cur) {
+				return true, nil
+			}
+			if err := pause(ctx, 100*time.Millisecond); err != nil {
+				return false, err
+			}
+		}
+		return false, nil
+	}
+	if _, err := sampleUntil(e.sz.Warmup*2, nil); err != nil {
+		return s, err
+	}
+	baseline := peak
+	cutAt := time.Now()
+	proxy.Cut()
+	if _, err := sampleUntil(e.sz.OutageCut, nil); err != nil {
+		return s, err
+	}
+	proxy.Restore()
+	restored := time.Now()
+	sentBefore := cur.forwarded
+	drained, err := sampleUntil(e.sz.DrainTimeout, func(c edgeCounters) bool {
+		return c.buffered <= baseline && time.Since(restored) > 200*time.Millisecond
+	})
+	if err != nil {
+		return s, err
+	}
+	if !drained {
+		return s, fmt.Errorf("backlog not drained %s after the uplink came back (buffered %.0f, before the outage %.0f)", e.sz.DrainTimeout, cur.buffered, baseline)
+	}
+	drainEnd := cur.at
+	drain := drainEnd.Sub(restored).Seconds()
+	// Live readings: probes published while the backlog drained; at least
+	// the first second after the restore, so a fast drain still has some.
+	first, last := p.sentBetween(restored, restored.Add(max(drainEnd.Sub(restored), time.Second)))
+	if first < 0 {
+		return s, fmt.Errorf("no probe published during the drain")
+	}
+	if err := poll(ctx, e.sz.DrainTimeout, 50*time.Millisecond, "live probes in the stream", func() (bool, error) {
+		return p.arrived(first, last, false)
+	}); err != nil {
+		return s, err
+	}
+	stopProbes()
+	wg.Wait()
+	if probeErr != nil {
+		return s, probeErr
+	}
+	s.values["backlog_peak_readings"] = peak
+	s.values["drain_s"] = drain
+	s.values["drain_readings_per_s"] = (cur.forwarded - sentBefore) / drain
+	lat := p.latencies(first, last, false)
+	s.values["live_p50_ms"], _, s.values["live_p99_ms"], s.values["live_max_ms"] = percentiles(lat)
+	s.values["outage_s"] = restored.Sub(cutAt).Seconds()
+	s.notes["live_probes"] = fmt.Sprintf("%d probes published during the drain", len(lat))
+	return s, nil
+}
+
+// ---- footprint -------------------------------------------------------------
+
+var footprintScenario = scenario{
+	specs: []spec{
+		{Name: "rss_mib", Unit: "MiB", Better: Lower, Help: "edge agent resident memory at the end (VmRSS)"},
+		{Name: "rss_peak_mib", Unit: "MiB", Better: Lower, Help: "edge agent peak resident memory (VmHWM)"},
+		{Name: "cpu_percent_per_1k_msgs", Unit: "% of a core", Better: Lower, Help: "CPU (user+system) per 1,000 messages/s"},
+		{Name: "disk_bytes_per_reading", Unit: "bytes", Better: Lower, ZeroOK: true, Help: "bytes the agent sent to storage (/proc io write_bytes) per reading"},
+		{Name: "buffer_bytes_per_reading", Unit: "bytes", Better: Lower, Help: "bytes the buffer wrote (its own count) per reading"},
+		{Name: "arm64_binary_mib", Unit: "MiB", Better: Lower, Help: "updraft-edge for linux/arm64, -trimpath -ldflags '-s -w'"},
+		{Name: "load_msgs_per_s", Unit: "msgs/s", Better: Info},
+	},
+	params: func(sz sizes) map[string]any {
+		return map[string]any{"load_msgs_per_s": sz.LoadRate, "window": sz.FootprintSpan.String(), "devices": sz.Devices,
+			"edge": "GOMAXPROCS=1, pinned to CPU 0"}
+	},
+	run: runFootprint,
+}
+
+func runFootprint(ctx context.Context, e *env) (sample, error) {
+	s := newSample()
+	size, err := arm64EdgeSize(ctx, e)
+	if err != nil {
+		return s, err
+	}
+	s.values["arm64_binary_mib"] = float64(size) / (1 << 20)
+	if err := e.start(ctx, stack.Gateway, stack.Edge); err != nil {
+		return s, err
+	}
+	s.notes["pinning"] = e.pinned
+	l, err := e.startLoad(ctx, "devices/{device}/telemetry", "bench-load", e.sz.LoadRate, 0)
+	if err != nil {
+		return s, err
+	}
+	defer l.stop()
+	if err := pause(ctx, e.sz.Warmup); err != nil {
+		return s, err
+	}
+	pid := e.edgePID()
+	p0, err := readProc(pid)
+	if err != nil {
+		return s, err
+	}
+	a, err := e.edge(ctx)
+	if err != nil {
+		return s, err
+	}
+	if err := pause(ctx, e.sz.FootprintSpan); err != nil {
+		return s, err
+	}
+	p1, err := readProc(pid)
+	if err != nil {
+		return s, err
+	}
+	b, err := e.edge(ctx)
+	if err != nil {
+		return s, err
+	}
+	dt := p1.at.Sub(p0.at).Seconds()
+	msgs := (b.acked - a.acked) / b.at.Sub(a.at).Seconds()
+	readings := b.accepted - a.accepted
+	if msgs <= 0 || readings <= 0 {
+		return s, fmt.Errorf("no messages reached the edge in %s", e.sz.FootprintSpan)
+	}
+	s.values["rss_mib"] = p1.rssKB / 1024
+	s.values["rss_peak_mib"] = p1.hwmKB / 1024
+	s.values["cpu_percent_per_1k_msgs"] = 100 * (p1.cpuSeconds - p0.cpuSeconds) / dt / (msgs / 1000)
+	s.values["disk_bytes_per_reading"] = (p1.writeBytes - p0.writeBytes) / readings
+	s.values["buffer_bytes_per_reading"] = (b.written - a.written) / readings
+	s.values["load_msgs_per_s"] = msgs
+	return s, nil
+}
+
+// arm64EdgeSize cross-compiles the edge agent for linux/arm64 as
+// `go tool task build:pi` does and returns its size.
+func arm64EdgeSize(ctx context.Context, e *env) (int64, error) {
+	if e.opts.RepoRoot == "" {
+		return 0, fmt.Errorf("repository root unknown: cannot cross-compile the edge for linux/arm64")
+	}
+	out := filepath.Join(e.root, "arm64", "updraft-edge")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./edge/cmd/updraft-edge")
+	cmd.Dir = e.opts.RepoRoot
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("cross-compile updraft-edge for linux/arm64: %v\n%s", err, b)
+	}
+	st, err := os.Stat(out)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// ---- cloud -----------------------------------------------------------------
+
+var cloudScenario = scenario{
+	specs: []spec{
+		{Name: "lake_readings_per_s", Unit: "readings/s", Better: Higher, Help: "JetStream to committed Parquet, from the writer's start to the last commit"},
+		{Name: "ceiling_readings_per_s", Unit: "readings/s", Better: Info, Help: "reading and decoding the same batches from JetStream, writing nothing"},
+		{Name: "ratio_to_ceiling", Unit: "ratio", Better: Higher, Help: "lake_readings_per_s / ceiling_readings_per_s"},
+		{Name: "query_p50_ms", Unit: "ms", Better: Lower, Help: "one device, one metric, one minute, over the whole lake"},
+		{Name: "query_p99_ms", Unit: "ms", Better: Lower},
+		{Name: "query_points", Unit: "points", Better: Info, Help: "points each narrow query returned"},
+		{Name: "lake_readings", Unit: "readings", Better: Info},
+		{Name: "lake_files", Unit: "files", Better: Info},
+	},
+	params: func(sz sizes) map[string]any {
+		return map[string]any{"readings": sz.CloudReadings, "devices": cloudDevices, "metrics": len(cloudMetrics),
+			"batch_readings": cloudBatch, "reading_interval": "1s", "queries": sz.CloudQueries, "roll_interval": "500ms"}
+	},
+	run: runCloud,
+}
+
+const (
+	cloudDevices = 100
+	cloudBatch   = 5000
+)
+
+var cloudMetrics = []string{"temperature", "humidity", "pressure"}
+
+func runCloud(ctx context.Context, e *env) (sample, error) {
+	s := newSample()
+	if err := e.start(ctx, stack.Gateway); err != nil {
+		return s, err
+	}
+	nc, err := nats.Connect(e.natsURL(), nats.Name("updraft-bench-cloud"))
+	if err != nil {
+		return s, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return s, err
+	}
+	// Readings one second apart per device and metric, ending a minute ago,
+	// so the lake spans as many hour partitions as the size implies.
+	edge := schemas.EdgeID{Region: "local", Site: "bench", Edge: "edge-bench"}
+	perStep := cloudDevices * len(cloudMetrics)
+	steps := (e.sz.CloudReadings + perStep - 1) / perStep
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Second).Add(-time.Duration(steps) * time.Second)
+	id := batch.ID{Edge: edge, Epoch: rand.Uint64()}
+	rs := make([]schemas.Reading, 0, cloudBatch)
+	total := 0
+	flush := func() error {
+		if len(rs) == 0 {
+			return nil
+		}
+		id.Seq++
+		m, err := batch.Encode(id, schemas.KindRaw, false, rs)
+		if err != nil {
+			return err
+		}
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}); err != nil {
+			return fmt.Errorf("publish batch %d: %w", id.Seq, err)
+		}
+		total += len(rs)
+		rs = rs[:0]
+		return nil
+	}
+	for st := range steps {
+		ts := t0.Add(time.Duration(st) * time.Second).UnixNano()
+		for d := range cloudDevices {
+			for mi, m := range cloudMetrics {
+				rs = append(rs, schemas.Reading{Region: edge.Region, Site: edge.Site, Edge: edge.Edge, Device: sim.DeviceID(d),
+					Metric: m, TS: ts, Value: float64(20 + (st+d+mi)%17), Unit: "u"})
+				if len(rs) == cloudBatch {
+					if err := flush(); err != nil {
+						return s, err
+					}
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return s, err
+	}
+
+	// Ceiling: an ordered consumer that reads and decodes every batch and
+	// does nothing with the readings: the least work any writer must do.
+	c, err := js.OrderedConsumer(ctx, telemetryStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return s, err
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return s, err
+	}
+	start := time.Now()
+	for n := uint64(0); n < id.Seq; n++ {
+		m, err := nextMsg(ctx, it)
+		if err != nil {
+			it.Stop()
+			return s, fmt.Errorf("ceiling: read batch %d of %d: %w", n+1, id.Seq, err)
+		}
+		if _, err := batch.Decode(m.Subject(), m.Headers(), m.Data()); err != nil {
+			it.Stop()
+			return s, fmt.Errorf("ceiling: %w", err)
+		}
+	}
+	it.Stop()
+	s.values["ceiling_readings_per_s"] = float64(total) / time.Since(start).Seconds()
+
+	// The lake writer from a cold start to the last commit.
+	start = time.Now()
+	if err := e.start(ctx, stack.Cloud); err != nil {
+		return s, err
+	}
+	var st map[string]any
+	if err := poll(ctx, e.sz.DrainTimeout*2, 50*time.Millisecond, "every reading committed to the lake", func() (bool, error) {
+		var err error
+		st, err = e.status(ctx, stack.Cloud)
+		return err == nil && field(st, "rows_committed") >= float64(total), err
+	}); err != nil {
+		return s, err
+	}
+	s.values["lake_readings_per_s"] = float64(total) / time.Since(start).Seconds()
+	s.values["ratio_to_ceiling"] = s.values["lake_readings_per_s"] / s.values["ceiling_readings_per_s"]
+	s.values["lake_readings"] = field(st, "rows_committed")
+	s.values["lake_files"] = field(st, "files")
+
+	// Narrow queries: one device and metric over one minute in the middle.
+	mid := t0.Add(time.Duration(steps/2) * time.Second)
+	q := url.Values{"device": {sim.DeviceID(41)}, "metric": {"temperature"},
+		"from": {mid.Format(time.RFC3339Nano)}, "to": {mid.Add(time.Minute).Format(time.RFC3339Nano)}}
+	var ms []float64
+	var points int
+	for range e.sz.CloudQueries {
+		var res struct {
+			Points []json.RawMessage `json:"points"`
+		}
+		t := time.Now()
+		if err := getJSON(ctx, e.s.URL(stack.Cloud)+"/api/v1/query?"+q.Encode(), &res); err != nil {
+			return s, err
+		}
+		ms = append(ms, float64(time.Since(t).Microseconds())/1000)
+		points = len(res.Points)
+	}
+	if points == 0 {
+		return s, fmt.Errorf("narrow query %s returned no points", q.Encode())
+	}
+	s.values["query_p50_ms"], _, s.values["query_p99_ms"], _ = percentiles(ms)
+	s.values["query_points"] = float64(points)
+	return s, nil
+}
