@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -39,11 +41,17 @@ type Config struct {
 	// isolated device network.
 	Users          []User          `yaml:"users" help:"accepted username/password pairs; empty allows every client"`
 	MaxPacketBytes config.ByteSize `yaml:"max_packet_bytes" help:"larger MQTT packets close the client's connection"`
+	// MaxInflight bounds the QoS 1/2 messages the broker holds for one
+	// subscriber that has not acknowledged them. The broker has already
+	// acknowledged those messages to their publishers, and MQTT 3.1.1 gives
+	// it no way to push back on them, so beyond this bound it must drop:
+	// each drop is counted (Dropped, updraft_edge_broker_dropped_total).
+	MaxInflight int `yaml:"max_inflight" help:"QoS 1 messages held per subscriber awaiting its ack; beyond it new ones are dropped and counted (1 to 65535)"`
 }
 
 // DefaultConfig listens on the local stack's MQTT port, loopback only.
 func DefaultConfig() Config {
-	return Config{Enabled: true, Listen: "127.0.0.1:1883", MaxPacketBytes: 1 << 20}
+	return Config{Enabled: true, Listen: "127.0.0.1:1883", MaxPacketBytes: 1 << 20, MaxInflight: 65535}
 }
 
 const keyPrefix = "broker."
@@ -70,10 +78,58 @@ func (c Config) Validate() error {
 		}
 		seen[u.Username] = true
 	}
+	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
+		return config.Invalid(keyPrefix+"max_inflight", c.MaxInflight, "1 to 65535")
+	}
 	if c.MaxPacketBytes < 1<<10 || c.MaxPacketBytes > 256<<20 {
 		return config.Invalid(keyPrefix+"max_packet_bytes", c.MaxPacketBytes, "1KiB to 256MiB")
 	}
 	return nil
+}
+
+// Dropped is how many QoS 1/2 messages the broker dropped because a
+// subscriber had MaxInflight unacknowledged messages.
+func (b *Broker) Dropped() int64 {
+	if b.srv == nil {
+		return 0
+	}
+	return atomic.LoadInt64(&b.srv.Info.InflightDropped)
+}
+
+// dropFilter turns mochi's per-message drop warnings into one summary line
+// per interval.
+type dropFilter struct {
+	slog.Handler
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	n     int
+}
+
+func (f *dropFilter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message != "client store quota reached" && r.Message != "packet ids exhausted" {
+		return f.Handler.Handle(ctx, r)
+	}
+	f.mu.Lock()
+	f.n++
+	if time.Since(f.last) < f.every {
+		f.mu.Unlock()
+		return nil
+	}
+	n := f.n
+	f.n, f.last = 0, time.Now()
+	f.mu.Unlock()
+	out := slog.NewRecord(r.Time, slog.LevelWarn, "mqtt broker dropping messages: a subscriber has too many unacknowledged QoS 1 messages (see updraft_edge_broker_dropped_total)", 0)
+	out.AddAttrs(slog.Int("dropped_since_last_report", n))
+	return f.Handler.Handle(ctx, out)
+}
+
+func (f *dropFilter) WithAttrs(as []slog.Attr) slog.Handler {
+	return &dropFilter{Handler: f.Handler.WithAttrs(as), every: f.every}
+}
+
+func (f *dropFilter) WithGroup(name string) slog.Handler {
+	return &dropFilter{Handler: f.Handler.WithGroup(name), every: f.every}
 }
 
 // Broker is the embedded MQTT broker.
@@ -102,7 +158,12 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes)
-	b.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: log, InlineClient: false})
+	caps.MaximumInflight = uint16(cfg.MaxInflight)
+	// The broker logs a warning for every message it drops; under overload
+	// that is one line per message. Drops are counted instead (Dropped) and
+	// reported at most every 10 s.
+	quiet := slog.New(&dropFilter{Handler: log.Handler(), every: 10 * time.Second})
+	b.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: quiet, InlineClient: false})
 	users := make(map[string][]byte, len(cfg.Users))
 	for _, u := range cfg.Users {
 		users[u.Username] = []byte(u.Password)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -301,5 +302,37 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDropsAreCounted: a subscriber that does not acknowledge makes the
+// broker drop messages beyond max_inflight, and every drop is counted.
+func TestDropsAreCounted(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxInflight = 5
+	b := startBroker(t, cfg)
+	var got atomic.Int64
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("slow").
+		SetAutoAckDisabled(true).SetAutoReconnect(false))
+	wait(t, sub.Connect(), "connect subscriber")
+	defer sub.Disconnect(50)
+	wait(t, sub.Subscribe("t/#", 1, func(paho.Client, paho.Message) { got.Add(1) }), "subscribe")
+	pub, err := connect(t, b, "pub", true, nil, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(50)
+	const n = 20
+	for i := range n {
+		wait(t, pub.Publish("t/x", 1, false, fmt.Sprint(i)), "publish")
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if d := b.Dropped(); got.Load()+d != n {
+			return fmt.Errorf("delivered %d + dropped %d != %d published", got.Load(), d, n)
+		}
+		return nil
+	})
+	if b.Dropped() < n-int64(cfg.MaxInflight) {
+		t.Fatalf("dropped %d, want at least %d", b.Dropped(), n-cfg.MaxInflight)
 	}
 }

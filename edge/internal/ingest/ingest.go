@@ -238,6 +238,13 @@ func (in *Ingest) acker(m mqtt.Message) func(error) {
 	}
 }
 
+// Publish sends a command to a device (e.g. a Sparkplug rebirth request) at
+// QoS 0 without waiting: it is called from the delivery goroutine, which
+// must never block on the network.
+func (in *Ingest) Publish(topic string, payload []byte) {
+	in.client.Publish(topic, 0, false, payload)
+}
+
 // Stats is a snapshot for the status API.
 type Stats struct {
 	Connected bool   `json:"connected"`
