@@ -155,7 +155,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	an, err := newAnalytics(a.cfg, buf, js, pub, a.now, a.log.With("component", "analytics"), a.reg)
+	an, err := newAnalytics(a.cfg, buf, pub, a.now, a.log.With("component", "analytics"), a.reg)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -14,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/updraft-io/updraft/edge/internal/aggregate"
@@ -28,6 +25,7 @@ import (
 type localBuffer interface {
 	ingest.Sink
 	Append(kind string, rs []schemas.Reading, done func(error))
+	AppendEvent(e buffer.Event, done func(error))
 }
 
 var _ localBuffer = (*buffer.Buffer)(nil)
@@ -44,7 +42,6 @@ type analytics struct {
 	agg    *aggregate.Aggregator // nil when aggregation is off
 	eng    *rules.Engine
 	pub    *localPublisher // nil: nothing is published on the local broker
-	js     jetstream.JetStream
 	latest *latestStore
 	local  LocalConfig
 
@@ -52,20 +49,17 @@ type analytics struct {
 	q    []schemas.Reading
 	qsig chan struct{}
 
-	events chan rules.Alert
-
-	mAlerts        *prometheus.CounterVec
-	mEventsDropped prometheus.Counter
-	mWindows       prometheus.Counter
-	mAggRejected   prometheus.Counter
+	mAlerts      *prometheus.CounterVec
+	mWindows     prometheus.Counter
+	mAggRejected prometheus.Counter
 }
 
 var _ ingest.Sink = (*analytics)(nil)
 
-func newAnalytics(cfg Config, buf localBuffer, js jetstream.JetStream, pub *localPublisher, now func() time.Time,
+func newAnalytics(cfg Config, buf localBuffer, pub *localPublisher, now func() time.Time,
 	log *slog.Logger, reg prometheus.Registerer) (*analytics, error) {
-	x := &analytics{edge: cfg.EdgeID(), log: log, buf: buf, js: js, pub: pub, latest: newLatestStore(), local: cfg.Local,
-		qsig: make(chan struct{}, 1), events: make(chan rules.Alert, cfg.Local.EventQueue)}
+	x := &analytics{edge: cfg.EdgeID(), log: log, buf: buf, pub: pub, latest: newLatestStore(), local: cfg.Local,
+		qsig: make(chan struct{}, 1)}
 	if cfg.Aggregate.Enabled {
 		a, err := aggregate.New(cfg.Aggregate, now)
 		if err != nil {
@@ -80,14 +74,12 @@ func newAnalytics(cfg Config, buf localBuffer, js jetstream.JetStream, pub *loca
 	x.eng = eng
 	x.mAlerts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "updraft_edge_alerts_total",
 		Help: "Alert transitions, by rule and state."}, []string{"rule", "state"})
-	x.mEventsDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_alert_events_dropped_total",
-		Help: "Alert events not sent to the gateway because the event queue was full."})
 	x.mWindows = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_aggregate_windows_total",
 		Help: "Aggregate windows closed and emitted."})
 	x.mAggRejected = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_aggregate_append_errors_total",
 		Help: "Aggregate batches the buffer refused."})
 	if reg != nil {
-		reg.MustRegister(x.mAlerts, x.mEventsDropped, x.mWindows, x.mAggRejected)
+		reg.MustRegister(x.mAlerts, x.mWindows, x.mAggRejected)
 		if x.agg != nil {
 			stat := func(f func(aggregate.Stats) float64) func() float64 {
 				return func() float64 { return f(x.agg.Stats()) }
@@ -139,15 +131,8 @@ func (x *analytics) AppendDeadLetter(d buffer.DeadLetter, done func(error)) {
 }
 
 // Run aggregates durable readings, closes windows of silent series and
-// checks absence rules every local.tick, and sends alert events to the
-// gateway, until ctx ends.
+// checks absence rules every local.tick, until ctx ends.
 func (x *analytics) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	if x.js != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); x.sendEvents(ctx) }()
-	}
 	t := time.NewTicker(x.local.Tick)
 	defer t.Stop()
 	var batch []schemas.Reading
@@ -204,7 +189,9 @@ func (x *analytics) windows(ws []aggregate.Result) {
 }
 
 // alerts publishes transitions on the local broker (retained, so a new
-// subscriber sees each rule's current state) and queues them as events.
+// subscriber sees each rule's current state) and appends them to the buffer
+// as events, which the forwarder sends to events.<region>.<site>.<edge>.alert:
+// an alert raised during an uplink outage survives an agent restart.
 func (x *analytics) alerts(as []rules.Alert) {
 	for i := range as {
 		a := &as[i]
@@ -214,11 +201,16 @@ func (x *analytics) alerts(as []rules.Alert) {
 		if x.pub != nil {
 			x.pub.publish(x.AlertTopic(a.Device, a.Rule), 1, true, a)
 		}
-		select {
-		case x.events <- *a:
-		default:
-			x.mEventsDropped.Inc()
+		data, err := json.Marshal(a)
+		if err != nil {
+			x.log.Error("alert event not encoded", "rule", a.Rule, "err", err)
+			continue
 		}
+		x.buf.AppendEvent(buffer.Event{Kind: "alert", At: a.At, Payload: data}, func(err error) {
+			if err != nil {
+				x.log.Warn("alert event not buffered", "rule", a.Rule, "state", a.State, "err", err)
+			}
+		})
 	}
 }
 
@@ -234,43 +226,6 @@ func topicLevel(s string) string {
 		return s
 	}
 	return strings.NewReplacer("/", "_", "+", "_", "#", "_").Replace(s)
-}
-
-// sendEvents publishes alerts to events.<region>.<site>.<edge>.alert,
-// retrying each until JetStream acknowledges it; the message id makes a
-// retry after a lost acknowledgement harmless.
-func (x *analytics) sendEvents(ctx context.Context) {
-	subject := schemas.EventSubject(x.edge, "alert")
-	for {
-		var a rules.Alert
-		select {
-		case <-ctx.Done():
-			return
-		case a = <-x.events:
-		}
-		data, err := json.Marshal(a)
-		if err != nil {
-			continue
-		}
-		sum := sha256.Sum256(data)
-		id := "alert-" + hex.EncodeToString(sum[:16])
-		wait := 200 * time.Millisecond
-		for {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := x.js.Publish(pctx, subject, data, jetstream.WithMsgID(id))
-			cancel()
-			if err == nil {
-				break
-			}
-			x.log.Debug("alert event not sent; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 5*time.Second)
-		}
-	}
 }
 
 // reconfigure applies new aggregate and rule settings (validated by the

@@ -164,7 +164,8 @@ func TestAgentAlertsAndAggregates(t *testing.T) {
 		return err == nil && info.State.Msgs == 2
 	})
 	ev, err := events.GetMsg(ctx, 1)
-	if err != nil || ev.Subject != "events.local.lab.edge-1.alert" || !strings.Contains(string(ev.Data), `"state":"firing"`) {
+	if err != nil || ev.Subject != "events.local.lab.edge-1.alert" || !strings.Contains(string(ev.Data), `"state":"firing"`) ||
+		ev.Header.Get("Updraft-Event-Kind") != "alert" {
 		t.Fatalf("event %v %v", ev, err)
 	}
 

@@ -44,7 +44,6 @@ type LocalConfig struct {
 	TopicPrefix       string        `yaml:"topic_prefix" help:"first topic level of alerts (<prefix>/alerts/<site>/<device>/<rule>) and aggregates (<prefix>/agg/<site>/<device>/<metric>/<window>); \"\" publishes nothing"`
 	PublishAggregates bool          `yaml:"publish_aggregates" help:"publish every closed window as JSON on the local broker"`
 	Tick              time.Duration `yaml:"tick" help:"how often windows of silent series are closed and absence rules checked"`
-	EventQueue        int           `yaml:"event_queue" help:"alert events held in memory while the gateway is unreachable; more are counted and dropped"`
 }
 
 // NATSConfig is the uplink to the regional gateway.
@@ -82,7 +81,7 @@ func DefaultConfig() Config {
 		HTTP:        HTTPConfig{Addr: "127.0.0.1:7410"},
 		MemoryLimit: 48 << 20,
 		Aggregate:   aggregate.DefaultConfig(),
-		Local:       LocalConfig{TopicPrefix: "updraft", PublishAggregates: true, Tick: 200 * time.Millisecond, EventQueue: 10_000},
+		Local:       LocalConfig{TopicPrefix: "updraft", PublishAggregates: true, Tick: 200 * time.Millisecond},
 	}
 }
 
@@ -135,9 +134,6 @@ func (c Config) Validate() error {
 	}
 	if c.Local.Tick < 10*time.Millisecond || c.Local.Tick > 10*time.Second {
 		return config.Invalid("local.tick", c.Local.Tick, "between 10ms and 10s")
-	}
-	if c.Local.EventQueue < 1 {
-		return config.Invalid("local.event_queue", c.Local.EventQueue, "a positive number")
 	}
 	return nil
 }

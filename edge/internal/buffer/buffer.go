@@ -25,7 +25,8 @@ import (
 const ReplayAge = time.Minute
 
 // Buffer is the edge agent's durable buffer. Append and AppendMessage,
-// AppendDeadLetter, Next, Ack, NextDeadLetter, AckDeadLetter and Stats are
+// AppendDeadLetter, AppendEvent, Next, Ack, NextDeadLetter, AckDeadLetter,
+// NextEvent, AckEvent and Stats are
 // safe from many goroutines; Run must be running for appends to complete.
 type Buffer struct {
 	cfg      Config
@@ -71,11 +72,13 @@ type Buffer struct {
 	dicts  map[uint64][]string
 }
 
-// request is one Append, AppendMessage or AppendDeadLetter call.
+// request is one Append, AppendMessage, AppendDeadLetter or AppendEvent
+// call. A side record (rec not nil) is encoded by the caller.
 type request struct {
 	stream uint8
 	rs     []schemas.Reading
-	dead   *DeadLetter
+	side   side
+	rec    []byte
 	msg    *Message
 	done   func(error)
 }
@@ -108,18 +111,16 @@ type openBatch struct {
 // shared is the state under mu.
 type shared struct {
 	batches      []*batchMeta // live sealed batches, ascending seq
-	dead         []*deadMeta  // live dead letters, ascending seq
+	sides        [numSides]sideLane
 	segs         map[uint64]int
 	cur          uint64
 	pinned       uint64 // segments >= pinned hold recent message keys
 	open         [numStreams]openBatch
 	sealedCount  int64
 	sealedBytes  int64
-	deadBytes    int64
 	handedOut    uint64
 	waiters      int
 	sealedCh     chan struct{}
-	deadCh       chan struct{}
 	blocked      bool
 	nextSeq      uint64
 	dropped      map[string]uint64
@@ -142,7 +143,14 @@ type batchMeta struct {
 	claimed bool     // handed out by Claim: in flight to JetStream
 }
 
-type deadMeta struct {
+// sideLane is the live records of one side lane (dead letters, events).
+type sideLane struct {
+	recs  []*sideMeta // ascending seq
+	bytes int64
+	ch    chan struct{} // closed when records are added
+}
+
+type sideMeta struct {
 	seq, seg uint64
 	bytes    int64
 	busy     bool
@@ -178,8 +186,11 @@ func Open(cfg Config, edge schemas.EdgeID, log *slog.Logger, reg prometheus.Regi
 		closedCh: make(chan struct{}), house: make(chan struct{}, 1),
 		dicts: map[uint64][]string{},
 	}
-	b.s = shared{segs: map[uint64]int{}, sealedCh: make(chan struct{}), deadCh: make(chan struct{}),
+	b.s = shared{segs: map[uint64]int{}, sealedCh: make(chan struct{}),
 		dropped: map[string]uint64{}, summarised: map[string]uint64{}}
+	for i := range b.s.sides {
+		b.s.sides[i].ch = make(chan struct{})
+	}
 	b.w.dict = map[string]uint32{}
 	start := time.Now()
 	if err := b.recover(); err != nil {
@@ -194,9 +205,26 @@ func Open(cfg Config, edge schemas.EdgeID, log *slog.Logger, reg prometheus.Regi
 	}
 	st := b.Stats()
 	log.Info("buffer open", "dir", cfg.Dir, "epoch", fmt.Sprintf("%x", b.epoch), "batches", st.UnackedBatches,
-		"readings", st.BufferedReadings, "dead_letters", st.DeadLetters, "bytes", st.BufferedBytes,
+		"readings", st.BufferedReadings, "dead_letters", st.DeadLetters, "events", st.Events, "bytes", st.BufferedBytes,
 		"encrypted", key != nil, "took", time.Since(start).Round(time.Millisecond))
 	return b, nil
+}
+
+// recoverSide adds the records of one side lane in seg to l, reading keys only.
+func recoverSide(txn *badger.Txn, seg uint64, l *sideLane, tag byte, maxSeq *uint64) {
+	prefix := tagPrefix(seg, tag)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) != len(prefix)+8 {
+			continue
+		}
+		d := &sideMeta{seq: keyTail64(k), seg: seg, bytes: int64(len(k)) + it.Item().ValueSize()}
+		l.recs = append(l.recs, d)
+		l.bytes += d.bytes
+		*maxSeq = max(*maxSeq, d.seq)
+	}
 }
 
 // Epoch is the buffer's random identity, fixed when its directory was created.
@@ -207,7 +235,8 @@ func (b *Buffer) Epoch() uint64 { return b.epoch }
 func (b *Buffer) recover() error {
 	w, s := &b.w, &b.s
 	var segs []uint64
-	var maxSeal, maxDead, maxNum uint64
+	var maxSeal, maxNum uint64
+	var maxSide [numSides]uint64
 	var unsealed [numStreams][]chunkRef
 	var keyRecs []keyRec
 	err := b.db.View(func(txn *badger.Txn) error {
@@ -239,19 +268,9 @@ func (b *Buffer) recover() error {
 			if err := b.recoverSeals(txn, seg, &maxSeal); err != nil {
 				return err
 			}
-			prefix := tagPrefix(seg, tagDead)
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-			for it.Rewind(); it.Valid(); it.Next() {
-				k := it.Item().Key()
-				if len(k) != len(prefix)+8 {
-					continue
-				}
-				d := &deadMeta{seq: keyTail64(k), seg: seg, bytes: int64(len(k)) + it.Item().ValueSize()}
-				s.dead = append(s.dead, d)
-				s.deadBytes += d.bytes
-				maxDead = max(maxDead, d.seq)
+			for sd := range numSides {
+				recoverSide(txn, seg, &s.sides[sd], sideTags[sd], &maxSide[sd])
 			}
-			it.Close()
 		}
 		for _, m := range s.batches {
 			if m.rec.last > w.st.sealedUpTo[m.rec.stream] {
@@ -282,14 +301,16 @@ func (b *Buffer) recover() error {
 		}
 	}
 	slices.SortFunc(s.batches, func(x, y *batchMeta) int { return cmpU64(x.seq, y.seq) })
-	slices.SortFunc(s.dead, func(x, y *deadMeta) int { return cmpU64(x.seq, y.seq) })
+	for sd := range s.sides {
+		slices.SortFunc(s.sides[sd].recs, func(x, y *sideMeta) int { return cmpU64(x.seq, y.seq) })
+		for _, d := range s.sides[sd].recs {
+			s.segs[d.seg]++
+		}
+	}
 	for _, m := range s.batches {
 		for _, seg := range m.refSegs {
 			s.segs[seg]++
 		}
-	}
-	for _, d := range s.dead {
-		s.segs[d.seg]++
 	}
 	for stream, chunks := range unsealed {
 		o := &w.open[stream]
@@ -307,7 +328,9 @@ func (b *Buffer) recover() error {
 		maxNum = max(maxNum, r.n)
 	}
 	w.st.nextSeq = max(w.st.nextSeq, maxSeal+1)
-	w.st.nextDead = max(w.st.nextDead, maxDead+1)
+	for sd := range w.st.nextSide {
+		w.st.nextSide[sd] = max(w.st.nextSide[sd], maxSide[sd]+1)
+	}
 	for _, up := range w.st.sealedUpTo {
 		maxNum = max(maxNum, up)
 	}
@@ -588,7 +611,29 @@ func (b *Buffer) AppendDeadLetter(d DeadLetter, done func(error)) {
 		d.ReceivedAt = b.now()
 	}
 	d.ReceivedAt = d.ReceivedAt.UTC()
-	b.enqueue(&request{dead: &d, done: done}, 1)
+	b.enqueue(&request{side: sideDead, rec: encodeDead(&d), done: done}, 1)
+}
+
+// AppendEvent queues an event; done is called like Append's. An event
+// without a time gets the current one; one whose kind is empty or longer
+// than 256 bytes, or whose payload is longer than MaxEventPayload, is
+// refused with ErrBadEvent.
+func (b *Buffer) AppendEvent(e Event, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	switch {
+	case e.Kind == "" || len(e.Kind) > maxEventKind:
+		done(fmt.Errorf("%w: kind %q must be 1 to %d bytes", ErrBadEvent, e.Kind, maxEventKind))
+		return
+	case len(e.Payload) > MaxEventPayload:
+		done(fmt.Errorf("%w: payload of %d bytes, at most %d", ErrBadEvent, len(e.Payload), MaxEventPayload))
+		return
+	}
+	if e.At.IsZero() {
+		e.At = b.now()
+	}
+	b.enqueue(&request{side: sideEvent, rec: encodeEvent(&e), done: done}, 1)
 }
 
 // earlyCommit: this many queued readings are committed without waiting for
@@ -632,8 +677,10 @@ type Stats struct {
 	OpenReadings     int64 `json:"open_readings"`
 	UnackedBatches   int   `json:"unacked_batches"`
 	DeadLetters      int   `json:"dead_letters"`
+	// Events are events not yet acknowledged by JetStream.
+	Events int `json:"events"`
 	// BufferedBytes is what max_bytes limits: the encoded size of buffered
-	// readings and dead letters.
+	// readings, dead letters and events.
 	BufferedBytes int64 `json:"buffered_bytes"`
 	MaxBytes      int64 `json:"max_bytes"`
 	// DiskBytes is the space the directory takes (allocated blocks),
@@ -665,7 +712,8 @@ func (b *Buffer) Stats() Stats {
 	defer b.mu.Unlock()
 	s := &b.s
 	st := Stats{
-		Epoch: b.epoch, NextSeq: s.nextSeq, UnackedBatches: len(s.batches), DeadLetters: len(s.dead),
+		Epoch: b.epoch, NextSeq: s.nextSeq, UnackedBatches: len(s.batches),
+		DeadLetters: len(s.sides[sideDead].recs), Events: len(s.sides[sideEvent].recs),
 		MaxBytes: int64(b.cfg.MaxBytes), DiskBytes: s.diskBytes, DiskApparentBytes: s.diskApparent,
 		Segments: len(s.segs), Blocked: s.blocked, Duplicates: s.duplicates, Commits: s.commits, WrittenBytes: s.written,
 		Dropped: maps(s.dropped), Summarised: maps(s.summarised),
@@ -691,7 +739,10 @@ func maps(m map[string]uint64) map[string]uint64 {
 
 func (b *Buffer) bufferedLocked() (readings, bytes int64) {
 	s := &b.s
-	readings, bytes = s.sealedCount, s.sealedBytes+s.deadBytes
+	readings, bytes = s.sealedCount, s.sealedBytes
+	for _, l := range s.sides {
+		bytes += l.bytes
+	}
 	for _, o := range s.open {
 		readings += int64(o.count)
 		bytes += o.bytes

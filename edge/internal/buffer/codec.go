@@ -17,7 +17,8 @@ const (
 	chunkFormat = 1
 	sealFormat  = 1
 	deadFormat  = 1
-	stateFormat = 1
+	eventFormat = 1
+	stateFormat = 2 // 1 had no event sequence
 )
 
 // maxChunkBytes bounds one chunk record: far below Badger's value threshold
@@ -380,34 +381,82 @@ func decodeDead(v []byte) (DeadLetter, error) {
 	return d, nil
 }
 
+// Event is something that happened at the edge, such as an alert, kept as
+// durably as readings and forwarded to events.<region>.<site>.<edge>.<kind>.
+type Event struct {
+	Kind    string
+	At      time.Time
+	Payload []byte
+}
+
+// Caps on an event's fields: AppendEvent refuses longer ones, since a cut
+// event payload (JSON) would be useless to its consumers.
+const (
+	MaxEventPayload = 64 << 10
+	maxEventKind    = 256
+)
+
+func encodeEvent(e *Event) []byte {
+	b := make([]byte, 0, 24+len(e.Kind)+len(e.Payload))
+	b = append(b, eventFormat)
+	b = binary.AppendUvarint(b, uint64(len(e.Kind)))
+	b = append(b, e.Kind...)
+	b = binary.AppendVarint(b, e.At.UnixNano())
+	b = binary.AppendUvarint(b, uint64(len(e.Payload)))
+	return append(b, e.Payload...)
+}
+
+func decodeEvent(v []byte) (Event, error) {
+	r := reader{b: v}
+	if f := r.byte("event format"); r.err == nil && f != eventFormat {
+		return Event{}, fmt.Errorf("%w: event format %d, this build reads %d", ErrCorrupt, f, eventFormat)
+	}
+	var e Event
+	e.Kind = string(r.bytes("kind", maxEventKind))
+	e.At = time.Unix(0, r.varint("event time")).UTC()
+	if p := r.bytes("payload", MaxEventPayload); r.err == nil {
+		e.Payload = append([]byte{}, p...)
+	}
+	if err := r.end("event"); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
 // state is the metadata that must survive even when every batch is gone:
 // sequences are never reused within an epoch, and a chunk at or below its
 // stream's sealedUpTo belongs to a sealed batch.
 type state struct {
-	nextSeq, nextDead uint64
-	sealedUpTo        [numStreams]uint64
+	nextSeq    uint64
+	nextSide   [numSides]uint64
+	sealedUpTo [numStreams]uint64
 }
 
+// Format 2 appends the next event sequence to format 1's fields.
 func (s *state) encode() []byte {
 	b := []byte{stateFormat}
 	b = binary.AppendUvarint(b, s.nextSeq)
-	b = binary.AppendUvarint(b, s.nextDead)
+	b = binary.AppendUvarint(b, s.nextSide[sideDead])
 	for _, w := range s.sealedUpTo {
 		b = binary.AppendUvarint(b, w)
 	}
-	return b
+	return binary.AppendUvarint(b, s.nextSide[sideEvent])
 }
 
 func decodeState(v []byte) (state, error) {
 	r := reader{b: v}
-	if f := r.byte("state format"); r.err == nil && f != stateFormat {
-		return state{}, fmt.Errorf("%w: state format %d, this build reads %d", ErrCorrupt, f, stateFormat)
+	f := r.byte("state format")
+	if r.err == nil && (f < 1 || f > stateFormat) {
+		return state{}, fmt.Errorf("%w: state format %d, this build reads 1 to %d", ErrCorrupt, f, stateFormat)
 	}
 	var s state
 	s.nextSeq = r.uvarint("next seq")
-	s.nextDead = r.uvarint("next dead letter")
+	s.nextSide[sideDead] = r.uvarint("next dead letter")
 	for i := range s.sealedUpTo {
 		s.sealedUpTo[i] = r.uvarint("sealed watermark")
+	}
+	if f >= 2 {
+		s.nextSide[sideEvent] = r.uvarint("next event")
 	}
 	return s, r.end("state")
 }

@@ -48,6 +48,9 @@ func crashChild() {
 		out.Unlock()
 	}
 	go func() { _ = b.Run(context.Background()) }()
+	if os.Getenv(eventCrashChildEnv) != "" {
+		eventCrashChild(b)
+	}
 	go func() {
 		var after uint64
 		for {

@@ -18,6 +18,9 @@ var (
 	// ErrBadReading: Append was given a reading that is invalid or belongs to
 	// another edge; nothing of that call was stored.
 	ErrBadReading = errors.New("reading not accepted by the buffer")
+	// ErrBadEvent: AppendEvent was given an event without a kind, or one too
+	// large; it was not stored.
+	ErrBadEvent = errors.New("event not accepted by the buffer")
 	// ErrUnknownSeq: Ack named a sequence this buffer has not issued.
 	ErrUnknownSeq = errors.New("unknown sequence")
 )

@@ -81,9 +81,29 @@ func FuzzDecodeDeadLetter(f *testing.F) {
 	})
 }
 
+func FuzzDecodeEvent(f *testing.F) {
+	f.Add(encodeEvent(&Event{Kind: "alert", At: time.Unix(1, 2), Payload: []byte(`{"rule":"hot"}`)}))
+	f.Add(encodeEvent(&Event{Kind: "restart"}))
+	f.Add([]byte{eventFormat, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		e, err := decodeEvent(v)
+		if err != nil {
+			return
+		}
+		if len(e.Payload) > MaxEventPayload || len(e.Kind) > maxEventKind {
+			t.Fatalf("event of kind %d bytes, payload %d bytes accepted", len(e.Kind), len(e.Payload))
+		}
+		again, err := decodeEvent(encodeEvent(&e))
+		if err != nil || again.Kind != e.Kind || !again.At.Equal(e.At) || !bytes.Equal(again.Payload, e.Payload) {
+			t.Fatalf("re-encoding: %+v, %v", again, err)
+		}
+	})
+}
+
 func FuzzDecodeState(f *testing.F) {
-	f.Add((&state{nextSeq: 9, nextDead: 3, sealedUpTo: [numStreams]uint64{4, 0, 7}}).encode())
+	f.Add((&state{nextSeq: 9, nextSide: [numSides]uint64{3, 5}, sealedUpTo: [numStreams]uint64{4, 0, 7}}).encode())
 	f.Add([]byte{stateFormat, 1})
+	f.Add([]byte{1, 9, 3, 4, 0, 7}) // format 1: no event sequence
 	f.Fuzz(func(t *testing.T, v []byte) {
 		s, err := decodeState(v)
 		if err != nil {

@@ -9,6 +9,7 @@ import "encoding/binary"
 //
 //	<seg>c<stream><chunk>  a group commit's readings of one stream (chunk numbers are global and increasing)
 //	<seg>d<id>             the segment's string dictionary (id: 4 bytes, from 1)
+//	<seg>e<seq>            an event
 //	<seg>k<n>              MQTT message keys of one group commit, for redelivery detection
 //	<seg>l<seq>            a dead letter
 //	<seg>s<seq>            a seal record: batch seq, its chunk range, count, time range
@@ -16,6 +17,7 @@ import "encoding/binary"
 const (
 	tagChunk = 'c'
 	tagDict  = 'd'
+	tagEvent = 'e'
 	tagKeys  = 'k'
 	tagDead  = 'l'
 	tagMeta  = 'm'
@@ -30,6 +32,22 @@ const (
 	streamAgg     = 1
 	streamSummary = 2
 	numStreams    = 3
+)
+
+// Side lanes: records kept one per key <seg><tag><seq>, each lane with its
+// own sequence, outside the batches. They share recovery, reading,
+// acknowledgement and reclaiming; only their record formats differ.
+type side uint8
+
+const (
+	sideDead side = iota
+	sideEvent
+	numSides
+)
+
+var (
+	sideTags  = [numSides]byte{tagDead, tagEvent}
+	sideNames = [numSides]string{"dead letter", "event"}
 )
 
 func streamKind(s uint8) string {

@@ -46,6 +46,7 @@ func newMetrics(b *Buffer) *metrics {
 			func(s *Stats) float64 { return float64(s.BufferedReadings) }),
 		gauge("batches", "Sealed batches not yet acknowledged.", func(s *Stats) float64 { return float64(s.UnackedBatches) }),
 		gauge("dead_letters", "Dead letters not yet forwarded.", func(s *Stats) float64 { return float64(s.DeadLetters) }),
+		gauge("events", "Events not yet forwarded.", func(s *Stats) float64 { return float64(s.Events) }),
 		gauge("bytes", "Encoded size of buffered data, what max_bytes limits.", func(s *Stats) float64 { return float64(s.BufferedBytes) }),
 		gauge("max_bytes", "The max_bytes setting.", func(s *Stats) float64 { return float64(s.MaxBytes) }),
 		gauge("disk_bytes", "Disk space of the buffer directory.", func(s *Stats) float64 { return float64(s.DiskBytes) }),

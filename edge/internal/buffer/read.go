@@ -251,9 +251,29 @@ func (b *Buffer) update(fn func(*badger.Txn) error) error {
 // NextDeadLetter blocks until a dead letter with a sequence above after
 // exists and returns the lowest, or until ctx ends or the buffer is closed.
 func (b *Buffer) NextDeadLetter(ctx context.Context, after uint64) (uint64, DeadLetter, error) {
+	return nextSide(ctx, b, sideDead, after, decodeDead)
+}
+
+// AckDeadLetter marks a dead letter forwarded; like Ack it is idempotent.
+func (b *Buffer) AckDeadLetter(seq uint64) error { return b.removeSide(sideDead, seq) }
+
+// NextEvent blocks until an event with a sequence above after exists and
+// returns the lowest, or until ctx ends or the buffer is closed.
+func (b *Buffer) NextEvent(ctx context.Context, after uint64) (uint64, Event, error) {
+	return nextSide(ctx, b, sideEvent, after, decodeEvent)
+}
+
+// AckEvent marks an event forwarded; like Ack it is idempotent.
+func (b *Buffer) AckEvent(seq uint64) error { return b.removeSide(sideEvent, seq) }
+
+// nextSide returns the lowest record of side lane sd above after, decoded; a
+// record that does not decode is logged and removed.
+func nextSide[T any](ctx context.Context, b *Buffer, sd side, after uint64, decode func([]byte) (T, error)) (uint64, T, error) {
+	var zero T
 	for {
 		b.mu.Lock()
-		ds := b.s.dead
+		l := &b.s.sides[sd]
+		ds := l.recs
 		i := sort.Search(len(ds), func(i int) bool { return ds[i].seq > after })
 		for i < len(ds) && ds[i].busy {
 			i++
@@ -261,21 +281,21 @@ func (b *Buffer) NextDeadLetter(ctx context.Context, after uint64) (uint64, Dead
 		if i < len(ds) {
 			d := ds[i]
 			b.mu.Unlock()
-			dl, err := b.readDead(d)
+			rec, err := readSide(b, sd, d, decode)
 			if err == nil {
-				return d.seq, dl, nil
+				return d.seq, rec, nil
 			}
 			if errors.Is(err, ErrClosed) {
-				return 0, DeadLetter{}, err
+				return 0, zero, err
 			}
-			b.log.Error("buffer: unreadable dead letter dropped", "seq", d.seq, "err", err)
-			if err := b.removeDead(d.seq); err != nil {
-				return 0, DeadLetter{}, err
+			b.log.Error("buffer: unreadable "+sideNames[sd]+" dropped", "seq", d.seq, "err", err)
+			if err := b.removeSide(sd, d.seq); err != nil {
+				return 0, zero, err
 			}
 			after = d.seq
 			continue
 		}
-		ch := b.s.deadCh
+		ch := l.ch
 		b.mu.Unlock()
 		select {
 		case <-ch:
@@ -283,40 +303,38 @@ func (b *Buffer) NextDeadLetter(ctx context.Context, after uint64) (uint64, Dead
 		case <-b.closedCh:
 		}
 		if err := stopErr(ctx, b.closedCh); err != nil {
-			return 0, DeadLetter{}, err
+			return 0, zero, err
 		}
 	}
 }
 
-func (b *Buffer) readDead(d *deadMeta) (DeadLetter, error) {
+func readSide[T any](b *Buffer, sd side, d *sideMeta, decode func([]byte) (T, error)) (T, error) {
+	var rec T
 	b.dbMu.RLock()
 	defer b.dbMu.RUnlock()
 	if b.dbClosed {
-		return DeadLetter{}, ErrClosed
+		return rec, ErrClosed
 	}
-	var dl DeadLetter
 	err := b.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(seqKey(d.seg, tagDead, d.seq))
+		item, err := txn.Get(seqKey(d.seg, sideTags[sd], d.seq))
 		if err != nil {
 			return err
 		}
 		return item.Value(func(v []byte) (err error) {
-			dl, err = decodeDead(v)
+			rec, err = decode(v)
 			return err
 		})
 	})
 	if err != nil {
-		return DeadLetter{}, fmt.Errorf("read dead letter %d: %w", d.seq, err)
+		return rec, fmt.Errorf("read %s %d: %w", sideNames[sd], d.seq, err)
 	}
-	return dl, nil
+	return rec, nil
 }
 
-// AckDeadLetter marks a dead letter forwarded; like Ack it is idempotent.
-func (b *Buffer) AckDeadLetter(seq uint64) error { return b.removeDead(seq) }
-
-func (b *Buffer) removeDead(seq uint64) error {
+func (b *Buffer) removeSide(sd side, seq uint64) error {
 	b.mu.Lock()
-	ds := b.s.dead
+	l := &b.s.sides[sd]
+	ds := l.recs
 	i := sort.Search(len(ds), func(i int) bool { return ds[i].seq >= seq })
 	if i == len(ds) || ds[i].seq != seq || ds[i].busy {
 		b.mu.Unlock()
@@ -325,15 +343,15 @@ func (b *Buffer) removeDead(seq uint64) error {
 	d := ds[i]
 	d.busy = true
 	b.mu.Unlock()
-	err := b.update(func(txn *badger.Txn) error { return txn.Delete(seqKey(d.seg, tagDead, d.seq)) })
+	err := b.update(func(txn *badger.Txn) error { return txn.Delete(seqKey(d.seg, sideTags[sd], d.seq)) })
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err != nil {
 		d.busy = false
-		return fmt.Errorf("ack dead letter %d: %w", seq, err)
+		return fmt.Errorf("ack %s %d: %w", sideNames[sd], seq, err)
 	}
-	b.s.dead = slices.DeleteFunc(b.s.dead, func(x *deadMeta) bool { return x == d })
-	b.s.deadBytes -= d.bytes
+	l.recs = slices.DeleteFunc(l.recs, func(x *sideMeta) bool { return x == d })
+	l.bytes -= d.bytes
 	b.s.segs[d.seg]--
 	b.poke()
 	return nil

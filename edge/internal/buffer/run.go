@@ -212,7 +212,7 @@ type tx struct {
 	refAdds  []uint64
 	releases []uint64
 	sealed   []*batchMeta
-	dead     []*deadMeta
+	sides    [numSides][]*sideMeta
 	done     []*request
 	keys     []uint64
 	skipped  int
@@ -331,9 +331,16 @@ func (t *tx) commit() error {
 		s.sealedCount += int64(m.rec.count)
 		s.sealedBytes += m.bytes
 	}
-	for _, d := range t.dead {
-		s.dead = append(s.dead, d)
-		s.deadBytes += d.bytes
+	for sd, recs := range t.sides {
+		l := &s.sides[sd]
+		for _, d := range recs {
+			l.recs = append(l.recs, d)
+			l.bytes += d.bytes
+		}
+		if len(recs) > 0 {
+			close(l.ch)
+			l.ch = make(chan struct{})
+		}
 	}
 	for i := range w.open {
 		s.open[i] = w.open[i].info()
@@ -350,10 +357,6 @@ func (t *tx) commit() error {
 	if len(t.sealed) > 0 {
 		close(s.sealedCh)
 		s.sealedCh = make(chan struct{})
-	}
-	if len(t.dead) > 0 {
-		close(s.deadCh)
-		s.deadCh = make(chan struct{})
 	}
 	b.mu.Unlock()
 
@@ -388,17 +391,17 @@ func (b *Buffer) commit(reqs []*request) error {
 	w := &b.w
 	at := b.now().UnixNano()
 	for _, r := range reqs {
-		if r.dead != nil {
-			seq := w.st.nextDead
-			w.st.nextDead++
+		if r.rec != nil {
+			seq := w.st.nextSide[r.side]
+			w.st.nextSide[r.side]++
 			w.dirty = true
-			k, v := seqKey(w.cur, tagDead, seq), encodeDead(r.dead)
-			if err := t.set(k, v); err != nil {
+			k := seqKey(w.cur, sideTags[r.side], seq)
+			if err := t.set(k, r.rec); err != nil {
 				return t.fail(err)
 			}
-			n := int64(len(k) + len(v))
+			n := int64(len(k) + len(r.rec))
 			w.curBytes += n
-			t.dead = append(t.dead, &deadMeta{seq: seq, seg: w.cur, bytes: n})
+			t.sides[r.side] = append(t.sides[r.side], &sideMeta{seq: seq, seg: w.cur, bytes: n})
 			t.refAdd(w.cur)
 			continue
 		}
@@ -567,8 +570,8 @@ func (b *Buffer) sealByAge() error {
 	return t.commit()
 }
 
-// reclaim drops every segment nothing refers to any more: all its batches
-// and dead letters acknowledged, dropped or summarised, no open batch in it,
+// reclaim drops every segment nothing refers to any more: all its batches,
+// dead letters and events acknowledged, dropped or summarised, no open batch in it,
 // and no recent message key. One DropPrefix removes its keys and tombstones.
 func (b *Buffer) reclaim() error {
 	b.mu.Lock()

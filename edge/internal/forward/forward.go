@@ -76,6 +76,8 @@ type Source interface {
 	Ack(seq uint64) error
 	NextDeadLetter(ctx context.Context, after uint64) (uint64, buffer.DeadLetter, error)
 	AckDeadLetter(seq uint64) error
+	NextEvent(ctx context.Context, after uint64) (uint64, buffer.Event, error)
+	AckEvent(seq uint64) error
 	Epoch() uint64
 	Stats() buffer.Stats
 }
@@ -88,9 +90,9 @@ var _ Source = (*buffer.Buffer)(nil)
 // waited out an outage or the uplink cap).
 const replayWait = 5 * time.Second
 
-// Forwarder publishes sealed batches and dead letters to JetStream in two
-// lanes: the live lane takes the newest batch, the backlog lane the oldest,
-// so after an outage live data keeps flowing while the backlog drains.
+// Forwarder publishes sealed batches to JetStream in two lanes: the live lane takes the newest batch, the backlog lane the oldest,
+// so after an outage live data keeps flowing while the backlog drains. Dead
+// letters and events go one at a time, each in its own goroutine.
 type Forwarder struct {
 	cfg  Config
 	edge schemas.EdgeID
@@ -134,6 +136,7 @@ type metrics struct {
 	latency    prometheus.Histogram
 	inFlight   prometheus.Gauge
 	deadLetter prometheus.Counter
+	events     prometheus.Counter
 	laneRate   *prometheus.GaugeVec
 	drainSecs  prometheus.Gauge
 }
@@ -158,6 +161,8 @@ func New(cfg Config, edge schemas.EdgeID, src Source, js jetstream.JetStream, lo
 			Help: "Batches published and awaiting an ack."}),
 		deadLetter: prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_forward_dead_letters_total",
 			Help: "Dead letters acknowledged by JetStream."}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_forward_events_total",
+			Help: "Events acknowledged by JetStream."}),
 		laneRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "updraft_edge_forward_readings_per_second",
 			Help: "Readings acknowledged per second, by lane (live or backlog), smoothed."}, []string{"lane"}),
 		drainSecs: prometheus.NewGauge(prometheus.GaugeOpts{Name: "updraft_edge_forward_drain_seconds",
@@ -165,7 +170,7 @@ func New(cfg Config, edge schemas.EdgeID, src Source, js jetstream.JetStream, lo
 	}
 	if reg != nil {
 		reg.MustRegister(f.m.batches, f.m.readings, f.m.failures, f.m.latency, f.m.inFlight, f.m.deadLetter,
-			f.m.laneRate, f.m.drainSecs)
+			f.m.events, f.m.laneRate, f.m.drainSecs)
 	}
 	return f
 }
@@ -261,8 +266,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); f.deadLetters(ctx) }()
+	go func() { defer wg.Done(); f.events(ctx) }()
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
@@ -469,32 +475,61 @@ type DeadLetterBody struct {
 
 func (f *Forwarder) deadLetters(ctx context.Context) {
 	subject := schemas.DeadLetterSubject(f.edge)
-	epoch := strconv.FormatUint(f.src.Epoch(), 16)
+	forwardSide(ctx, f, "dead letter", "dl", f.src.NextDeadLetter, f.src.AckDeadLetter, f.m.deadLetter,
+		func(d buffer.DeadLetter) *nats.Msg {
+			body, _ := json.Marshal(DeadLetterBody{Topic: d.Topic, Reason: d.Reason, ReceivedAt: d.ReceivedAt.UTC(),
+				PayloadB64: base64.StdEncoding.EncodeToString(d.Payload), Truncated: d.Truncated})
+			msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+			msg.Header.Set("Updraft-Reason", d.Reason)
+			return msg
+		})
+}
+
+// HdrEventKind carries an event's kind, also the last token of its subject.
+const HdrEventKind = "Updraft-Event-Kind"
+
+// events publishes each event's payload as it is to
+// events.<region>.<site>.<edge>.<kind>.
+func (f *Forwarder) events(ctx context.Context) {
+	forwardSide(ctx, f, "event", "ev", f.src.NextEvent, f.src.AckEvent, f.m.events,
+		func(e buffer.Event) *nats.Msg {
+			msg := &nats.Msg{Subject: schemas.EventSubject(f.edge, e.Kind), Data: e.Payload, Header: nats.Header{}}
+			msg.Header.Set(HdrEventKind, e.Kind)
+			return msg
+		})
+}
+
+// forwardSide publishes the records of one of the buffer's side lanes in
+// order, each retried until JetStream acknowledges it, then acknowledges it
+// in the buffer. The message id <edge>:<epoch hex>:<idTag>:<seq> is stable
+// across restarts, so the stream's duplicate window absorbs a re-send.
+func forwardSide[T any](ctx context.Context, f *Forwarder, what, idTag string,
+	next func(context.Context, uint64) (uint64, T, error), ack func(uint64) error, sent prometheus.Counter,
+	msgOf func(T) *nats.Msg) {
+	idPrefix := f.edge.String() + ":" + strconv.FormatUint(f.src.Epoch(), 16) + ":" + idTag + ":"
 	var after uint64
 	for {
-		seq, d, err := f.src.NextDeadLetter(ctx, after)
+		seq, rec, err := next(ctx, after)
 		if err != nil {
 			if ctx.Err() == nil {
-				f.log.Error("next dead letter", "err", err)
+				f.log.Error("next "+what, "err", err)
 			}
 			return
 		}
 		after = seq
-		body, _ := json.Marshal(DeadLetterBody{Topic: d.Topic, Reason: d.Reason, ReceivedAt: d.ReceivedAt.UTC(),
-			PayloadB64: base64.StdEncoding.EncodeToString(d.Payload), Truncated: d.Truncated})
-		msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
-		msg.Header.Set("Updraft-Reason", d.Reason)
+		id := strconv.FormatUint(seq, 10)
+		msg := msgOf(rec)
 		msg.Header.Set(batch.HdrEdge, f.edge.String())
-		msg.Header.Set(nats.MsgIdHdr, f.edge.String()+":"+epoch+":dl:"+strconv.FormatUint(seq, 10))
-		if err := f.retry(ctx, "dead letter "+strconv.FormatUint(seq, 10), func(ctx context.Context) error {
+		msg.Header.Set(nats.MsgIdHdr, idPrefix+id)
+		if err := f.retry(ctx, what+" "+id, func(ctx context.Context) error {
 			_, err := f.js.PublishMsg(ctx, msg)
 			return err
 		}); err != nil {
 			return
 		}
-		if err := f.src.AckDeadLetter(seq); err != nil && !errors.Is(err, context.Canceled) {
-			f.log.Error("mark dead letter acknowledged", "seq", seq, "err", err)
+		if err := ack(seq); err != nil && !errors.Is(err, context.Canceled) {
+			f.log.Error("mark "+what+" acknowledged", "seq", seq, "err", err)
 		}
-		f.m.deadLetter.Inc()
+		sent.Inc()
 	}
 }
