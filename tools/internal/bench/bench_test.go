@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestStats(t *testing.T) {
@@ -91,5 +93,64 @@ func TestEveryScenarioIsDefined(t *testing.T) {
 			}
 			seen[sp.Name] = true
 		}
+	}
+}
+
+func TestWriteAlertConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, base string
+		prefix     string
+		rules      int // rules in the written file, the probe rule last
+	}{
+		{"rules kept, prefix kept", "site: lab\nrules:\n  - {name: too-hot, kind: threshold, metric: temperature, above: 30}\nlocal:\n  topic_prefix: site\n", "site", 2},
+		{"no rules, no local", "site: lab\n", defaultTopicPrefix, 1},
+		{"local publishing off", "local:\n  topic_prefix: \"\"\n  tick: 200ms\n", defaultTopicPrefix, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(tc.base), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e := &env{opts: Options{ConfigDir: dir}, root: dir, args: map[string][]string{}}
+			prefix, err := e.writeAlertConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if prefix != tc.prefix {
+				t.Errorf("prefix %q, want %q", prefix, tc.prefix)
+			}
+			args := e.args["edge"]
+			if len(args) != 2 || args[0] != "--config" {
+				t.Fatalf("edge args %q, want --config FILE", args)
+			}
+			b, err := os.ReadFile(args[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Site  string `yaml:"site"`
+				Rules []struct {
+					Name, Kind, Device, Metric string
+					Above, Hysteresis          *float64
+				} `yaml:"rules"`
+				Local struct {
+					TopicPrefix string `yaml:"topic_prefix"`
+				} `yaml:"local"`
+			}
+			if err := yaml.Unmarshal(b, &got); err != nil {
+				t.Fatalf("written config: %v\n%s", err, b)
+			}
+			if len(got.Rules) != tc.rules {
+				t.Fatalf("%d rules, want %d:\n%s", len(got.Rules), tc.rules, b)
+			}
+			r := got.Rules[len(got.Rules)-1]
+			if r.Name != probeAlertRule || r.Kind != "threshold" || r.Device != probeDevice || r.Metric != probeAlertMetric ||
+				r.Above == nil || *r.Above != 0 || r.Hysteresis == nil || *r.Hysteresis != 0 {
+				t.Errorf("probe rule %+v:\n%s", r, b)
+			}
+			if got.Local.TopicPrefix != tc.prefix {
+				t.Errorf("local.topic_prefix %q, want %q", got.Local.TopicPrefix, tc.prefix)
+			}
+		})
 	}
 }

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"sync"
 	"time"
@@ -21,22 +23,42 @@ const (
 	probeTopic  = "devices/" + probeDevice + "/telemetry"
 )
 
-// probes publishes numbered readings to the edge's broker and records when
-// each was published, seen in the regional stream, and visible to a lake query.
-type probes struct {
-	mq mqtt.Client
-	nc *nats.Conn
+// With alerts watched, each probe also carries probeAlertMetric: +n for an
+// odd probe n, -n for an even one. probeAlertRule (threshold above 0,
+// hysteresis 0) therefore fires on every odd probe and resolves on every
+// even one: one alert per probe, whose value names the probe.
+const (
+	probeAlertMetric = "probe_alert"
+	probeAlertRule   = "bench-probe"
+)
 
-	mu     sync.Mutex
-	next   int
-	sent   map[int]time.Time
-	stream map[int]time.Time
-	lake   map[int]time.Time
-	err    error
+// place is where a probe is seen downstream.
+type place int
+
+const (
+	inStream place = iota // the regional stream
+	inLake                // a lake query
+	asAlert               // an alert on the edge's broker
+)
+
+// probes publishes numbered readings to the edge's broker and records when
+// each was published, seen in the regional stream, visible to a lake query,
+// and (when watched) raised as an alert.
+type probes struct {
+	mq     mqtt.Client
+	nc     *nats.Conn
+	alerts mqtt.Client // nil unless watchAlerts was called
+
+	mu   sync.Mutex
+	next int
+	sent map[int]time.Time
+	seen map[place]map[int]time.Time
+	err  error
 }
 
 func newProbes(e *env) (*probes, error) {
-	p := &probes{sent: map[int]time.Time{}, stream: map[int]time.Time{}, lake: map[int]time.Time{}}
+	p := &probes{sent: map[int]time.Time{},
+		seen: map[place]map[int]time.Time{inStream: {}, inLake: {}, asAlert: {}}}
 	o := mqtt.NewClientOptions().AddBroker(e.mqttURL()).SetClientID("updraft-bench-probe").
 		SetConnectTimeout(10 * time.Second).SetAutoReconnect(true)
 	p.mq = mqtt.NewClient(o)
@@ -75,10 +97,61 @@ func (p *probes) onBatch(m *nats.Msg) {
 	defer p.mu.Unlock()
 	for _, r := range b.Readings {
 		if r.Device == probeDevice && r.Metric == probeMetric {
-			if _, ok := p.stream[int(r.Value)]; !ok {
-				p.stream[int(r.Value)] = now
+			if _, ok := p.seen[inStream][int(r.Value)]; !ok {
+				p.seen[inStream][int(r.Value)] = now
 			}
 		}
+	}
+}
+
+// watchAlerts subscribes to every alert on the edge's broker
+// (<prefix>/alerts/#) and makes later probes carry probeAlertMetric. Call it
+// before the first probe.
+func (p *probes) watchAlerts(e *env, prefix string) error {
+	o := mqtt.NewClientOptions().AddBroker(e.mqttURL()).SetClientID("updraft-bench-alerts").
+		SetCleanSession(true).SetConnectTimeout(10 * time.Second).SetAutoReconnect(true)
+	c := mqtt.NewClient(o)
+	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		return fmt.Errorf("alert subscriber: connect to %s: %v", e.mqttURL(), t.Error())
+	}
+	if t := c.Subscribe(prefix+"/alerts/#", 1, p.onAlert); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		c.Disconnect(0)
+		return fmt.Errorf("alert subscriber: subscribe %s/alerts/#: %v", prefix, t.Error())
+	}
+	p.mu.Lock()
+	p.alerts = c
+	p.mu.Unlock()
+	return nil
+}
+
+// onAlert records the first alert of the probe rule for each probe; alerts
+// of other rules and devices (the simulator's) are ignored.
+func (p *probes) onAlert(_ mqtt.Client, m mqtt.Message) {
+	now := time.Now()
+	var a struct {
+		Rule   string  `json:"rule"`
+		State  string  `json:"state"`
+		Device string  `json:"device"`
+		Value  float64 `json:"value"`
+	}
+	if err := json.Unmarshal(m.Payload(), &a); err != nil {
+		p.mu.Lock()
+		p.err = fmt.Errorf("probe: undecodable alert on %s: %w", m.Topic(), err)
+		p.mu.Unlock()
+		return
+	}
+	if a.Rule != probeAlertRule || a.Device != probeDevice {
+		return
+	}
+	n := int(math.Abs(a.Value))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if want := map[bool]string{true: "firing", false: "resolved"}[n%2 == 1]; a.State != want {
+		p.err = fmt.Errorf("probe %d: alert %s, want %s: %s", n, a.State, want, m.Payload())
+		return
+	}
+	if _, ok := p.seen[asAlert][n]; !ok {
+		p.seen[asAlert][n] = now
 	}
 }
 
@@ -91,6 +164,13 @@ func (p *probes) publish() (int, error) {
 	now := time.Now()
 	payload := fmt.Sprintf(`{"ts":%d,"%s":%d}`, now.UnixMilli(), probeMetric, n)
 	p.mu.Lock()
+	if p.alerts != nil {
+		level := n
+		if n%2 == 0 {
+			level = -n
+		}
+		payload = fmt.Sprintf(`{"ts":%d,"%s":%d,"%s":%d}`, now.UnixMilli(), probeMetric, n, probeAlertMetric, level)
+	}
 	p.sent[n] = now
 	p.mu.Unlock()
 	t := p.mq.Publish(probeTopic, 1, false, payload)
@@ -116,22 +196,19 @@ func (p *probes) pollLake(ctx context.Context, cloudURL string, since time.Time)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, pt := range res.Points {
-		if _, ok := p.lake[int(pt.Value)]; !ok {
-			p.lake[int(pt.Value)] = now
+		if _, ok := p.seen[inLake][int(pt.Value)]; !ok {
+			p.seen[inLake][int(pt.Value)] = now
 		}
 	}
 	return nil
 }
 
-// arrived reports whether every probe in [from, to] reached where (stream or
-// lake), and any error seen decoding batches.
-func (p *probes) arrived(from, to int, lake bool) (bool, error) {
+// arrived reports whether every probe in [from, to] reached where, and any
+// error seen decoding batches or alerts.
+func (p *probes) arrived(from, to int, where place) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	seen := p.stream
-	if lake {
-		seen = p.lake
-	}
+	seen := p.seen[where]
 	for n := from; n <= to; n++ {
 		if _, ok := seen[n]; !ok {
 			return false, p.err
@@ -141,13 +218,10 @@ func (p *probes) arrived(from, to int, lake bool) (bool, error) {
 }
 
 // latencies returns the ms from publish to arrival of probes [from, to].
-func (p *probes) latencies(from, to int, lake bool) []float64 {
+func (p *probes) latencies(from, to int, where place) []float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	seen := p.stream
-	if lake {
-		seen = p.lake
-	}
+	seen := p.seen[where]
 	var ms []float64
 	for n := from; n <= to; n++ {
 		if t, ok := seen[n]; ok {
@@ -178,6 +252,12 @@ func (p *probes) sentBetween(a, b time.Time) (first, last int) {
 func (p *probes) close() {
 	if p.nc != nil {
 		p.nc.Close()
+	}
+	p.mu.Lock()
+	a := p.alerts
+	p.mu.Unlock()
+	if a != nil {
+		a.Disconnect(250)
 	}
 	p.mq.Disconnect(250)
 }

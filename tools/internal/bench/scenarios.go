@@ -17,6 +17,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/updraft-io/updraft/schemas"
 	"github.com/updraft-io/updraft/schemas/batch"
@@ -437,30 +438,39 @@ var latencyScenario = scenario{
 		{Name: "lake_p90_ms", Unit: "ms", Better: Lower},
 		{Name: "lake_p99_ms", Unit: "ms", Better: Lower},
 		{Name: "lake_max_ms", Unit: "ms", Better: Lower},
+		{Name: "alert_p50_ms", Unit: "ms", Better: Lower, Help: "device publish to the alert it causes arriving at a subscriber on the edge's broker"},
+		{Name: "alert_p90_ms", Unit: "ms", Better: Lower},
+		{Name: "alert_p99_ms", Unit: "ms", Better: Lower},
+		{Name: "alert_max_ms", Unit: "ms", Better: Lower},
 		{Name: "probes", Unit: "readings", Better: Info},
 		{Name: "load_msgs_per_s", Unit: "msgs/s", Better: Info, Help: "background load while probing"},
 	},
 	params: func(sz sizes) map[string]any {
 		return map[string]any{"load_msgs_per_s": sz.LoadRate, "probes": sz.LatencyProbes, "probe_interval": sz.ProbeInterval.String(),
-			"devices": sz.Devices, "cloud_roll_interval": "500ms", "edge_batch_max_age": "from deploy/local/edge.yaml"}
+			"devices": sz.Devices, "cloud_roll_interval": "500ms", "edge_batch_max_age": "from deploy/local/edge.yaml",
+			"alert_rule": probeAlertRule + ": threshold on " + probeDevice + " " + probeAlertMetric + " above 0, hysteresis 0, added to the rules of deploy/local/edge.yaml"}
 	},
 	run: runLatency,
 }
 
-// alertNote is reported instead of a number until the edge raises alerts.
-const alertNote = "not available: the edge agent has no local alerting yet"
-
 func runLatency(ctx context.Context, e *env) (sample, error) {
 	s := newSample()
+	prefix, err := e.writeAlertConfig()
+	if err != nil {
+		return s, err
+	}
 	if err := e.start(ctx, stack.Gateway, stack.Cloud, stack.Edge); err != nil {
 		return s, err
 	}
-	s.notes["local_alert_latency"] = alertNote
 	p, err := newProbes(e)
 	if err != nil {
 		return s, err
 	}
 	defer p.close()
+	if err := p.watchAlerts(e, prefix); err != nil {
+		return s, err
+	}
+	s.notes["local_alert_latency"] = fmt.Sprintf("each probe flips rule %s (firing on odd probes, resolved on even); timed to the alert on %s/alerts/#", probeAlertRule, prefix)
 	l, err := e.startLoad(ctx, "devices/{device}/telemetry", "bench-load", e.sz.LoadRate, 0)
 	if err != nil {
 		return s, err
@@ -498,10 +508,11 @@ func runLatency(ctx context.Context, e *env) (sample, error) {
 	}
 	tick.Stop()
 	last := e.sz.LatencyProbes
-	if err := poll(ctx, e.sz.DrainTimeout, 50*time.Millisecond, "every probe in the stream and the lake", func() (bool, error) {
-		a, err := p.arrived(1, last, false)
-		b, _ := p.arrived(1, last, true)
-		return a && b, err
+	if err := poll(ctx, e.sz.DrainTimeout, 50*time.Millisecond, "every probe in the stream, the lake and an alert", func() (bool, error) {
+		a, err := p.arrived(1, last, inStream)
+		b, _ := p.arrived(1, last, inLake)
+		c, _ := p.arrived(1, last, asAlert)
+		return a && b && c, err
 	}); err != nil {
 		return s, err
 	}
@@ -511,13 +522,57 @@ func runLatency(ctx context.Context, e *env) (sample, error) {
 		return s, fmt.Errorf("lake query: %w", pollErr)
 	}
 	sum := l.stop()
-	s.values["stream_p50_ms"], s.values["stream_p90_ms"], s.values["stream_p99_ms"], s.values["stream_max_ms"] = percentiles(p.latencies(1, last, false))
-	s.values["lake_p50_ms"], s.values["lake_p90_ms"], s.values["lake_p99_ms"], s.values["lake_max_ms"] = percentiles(p.latencies(1, last, true))
+	s.values["stream_p50_ms"], s.values["stream_p90_ms"], s.values["stream_p99_ms"], s.values["stream_max_ms"] = percentiles(p.latencies(1, last, inStream))
+	s.values["lake_p50_ms"], s.values["lake_p90_ms"], s.values["lake_p99_ms"], s.values["lake_max_ms"] = percentiles(p.latencies(1, last, inLake))
+	s.values["alert_p50_ms"], s.values["alert_p90_ms"], s.values["alert_p99_ms"], s.values["alert_max_ms"] = percentiles(p.latencies(1, last, asAlert))
 	s.values["probes"] = float64(last)
 	if !sum.Started.IsZero() {
 		s.values["load_msgs_per_s"] = float64(sum.Messages) / time.Since(sum.Started).Seconds()
 	}
 	return s, nil
+}
+
+// defaultTopicPrefix is the agent's local.topic_prefix default, used when
+// the base configuration turns local publishing off.
+const defaultTopicPrefix = "updraft"
+
+// writeAlertConfig writes the edge configuration for the latency run: the
+// base edge.yaml with the probe rule added to its rules (and local publishing
+// on), and makes the edge read it. The agent reads one --config, the last
+// given, so the file is complete. It returns the alerts' topic prefix.
+func (e *env) writeAlertConfig() (string, error) {
+	base := filepath.Join(e.opts.ConfigDir, "edge.yaml")
+	b, err := os.ReadFile(base)
+	if err != nil {
+		return "", fmt.Errorf("read the base edge configuration: %w", err)
+	}
+	cfg := map[string]any{}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		return "", fmt.Errorf("parse %s: %w", base, err)
+	}
+	rules, _ := cfg["rules"].([]any)
+	cfg["rules"] = append(rules, map[string]any{"name": probeAlertRule, "kind": "threshold", "device": probeDevice,
+		"metric": probeAlertMetric, "above": 0, "hysteresis": 0, "severity": "info"})
+	local, _ := cfg["local"].(map[string]any)
+	if local == nil {
+		local = map[string]any{}
+	}
+	prefix, _ := local["topic_prefix"].(string)
+	if prefix == "" {
+		prefix = defaultTopicPrefix
+		local["topic_prefix"] = prefix
+	}
+	cfg["local"] = local
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(e.root, "edge-latency.yaml")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		return "", fmt.Errorf("write the latency edge configuration: %w", err)
+	}
+	e.args[stack.Edge] = append(e.args[stack.Edge], "--config", path)
+	return prefix, nil
 }
 
 // ---- outage ----------------------------------------------------------------
@@ -632,7 +687,7 @@ func runOutage(ctx context.Context, e *env) (sample, error) {
 		return s, fmt.Errorf("no probe published during the drain")
 	}
 	if err := poll(ctx, e.sz.DrainTimeout, 50*time.Millisecond, "live probes in the stream", func() (bool, error) {
-		return p.arrived(first, last, false)
+		return p.arrived(first, last, inStream)
 	}); err != nil {
 		return s, err
 	}
@@ -644,7 +699,7 @@ func runOutage(ctx context.Context, e *env) (sample, error) {
 	s.values["backlog_peak_readings"] = peak
 	s.values["drain_s"] = drain
 	s.values["drain_readings_per_s"] = (cur.forwarded - sentBefore) / drain
-	lat := p.latencies(first, last, false)
+	lat := p.latencies(first, last, inStream)
 	s.values["live_p50_ms"], _, s.values["live_p99_ms"], s.values["live_max_ms"] = percentiles(lat)
 	s.values["outage_s"] = restored.Sub(cutAt).Seconds()
 	s.notes["live_probes"] = fmt.Sprintf("%d probes published during the drain", len(lat))
