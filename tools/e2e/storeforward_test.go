@@ -131,7 +131,13 @@ type sfWorkload struct {
 	mu    sync.Mutex
 	acked map[verify.Key]float64 // readings of acknowledged messages
 	sent  map[verify.Key]float64 // readings of every message published
-	nAck  int
+	// resent are the readings of messages still unacknowledged when the
+	// publisher lost its connection: its persistent session sends them again
+	// after reconnecting, and MQTT QoS 1 lets a broker store such a resend
+	// as a second message. Duplicates of these come from the device's hop,
+	// before the broker acknowledged anything, and are counted apart.
+	resent map[verify.Key]bool
+	nAck   int
 }
 
 var sfMetrics = []string{"temperature", "humidity", "pressure", "voltage"}
@@ -151,7 +157,7 @@ func sfPublish(t *testing.T, url string, n, rate int, stop <-chan struct{}) *sfW
 		t.Fatalf("connect publisher: %v", tok.Error())
 	}
 	defer c.Disconnect(250)
-	w := &sfWorkload{acked: map[verify.Key]float64{}, sent: map[verify.Key]float64{}}
+	w := &sfWorkload{acked: map[verify.Key]float64{}, sent: map[verify.Key]float64{}, resent: map[verify.Key]bool{}}
 	rng := rand.New(rand.NewPCG(uint64(n), uint64(rate)))
 	base := time.Now().Add(-2 * time.Minute).UnixMilli()
 	type pending struct {
@@ -171,6 +177,17 @@ func sfPublish(t *testing.T, url string, n, rate int, stop <-chan struct{}) *sfW
 			}
 			if n == i {
 				break
+			}
+		}
+		if !c.IsConnectionOpen() {
+			for _, p := range toks {
+				select {
+				case <-p.tok.Done():
+				default:
+					for k := range p.keys {
+						w.resent[k] = true
+					}
+				}
 			}
 		}
 		if !sfReconnect(c, 30*time.Second) {
@@ -234,7 +251,11 @@ func sfCheckLake(t *testing.T, s *stack.Stack, w *sfWorkload) {
 		k := r.Key()
 		seen[k]++
 		if seen[k] == 2 {
-			t.Errorf("duplicate in the lake: %+v", k)
+			if w.resent[k] {
+				t.Logf("lake: %+v twice; the publisher resent it across a broker restart", k)
+			} else {
+				t.Errorf("duplicate in the lake: %+v", k)
+			}
 		}
 		if v, ok := w.sent[k]; !ok || v != r.Value {
 			t.Errorf("lake row %+v = %v was not published so (published %v, %v)", k, r.Value, v, ok)
@@ -265,14 +286,21 @@ func sfCheckStream(t *testing.T, s *stack.Stack, w *sfWorkload) {
 		t.Fatal(err)
 	}
 	seen := map[verify.Key]int{}
-	dups := 0
+	dups, deviceDups := 0, 0
 	for _, b := range st.Decoded {
 		for _, r := range b.Readings {
 			k := verify.Key{Edge: r.Edge, Device: r.Device, Metric: r.Metric, TS: r.TS}
 			if seen[k]++; seen[k] == 2 {
-				dups++
+				if w.resent[k] {
+					deviceDups++
+				} else {
+					dups++
+				}
 			}
 		}
+	}
+	if deviceDups > 0 {
+		t.Logf("stream: %d readings twice because the publisher resent them across a broker restart (QoS 1 at the device's hop)", deviceDups)
 	}
 	missing := 0
 	for k := range w.acked {
