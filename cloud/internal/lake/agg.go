@@ -1,13 +1,11 @@
 package lake
 
 import (
-	"bufio"
 	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -18,7 +16,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/updraft-io/updraft/schemas"
 	"github.com/updraft-io/updraft/schemas/batch"
@@ -193,51 +190,10 @@ func aggWriterProperties(rowGroupRows int) *parquet.WriterProperties {
 	return parquet.NewWriterProperties(opts...)
 }
 
-// writeAggParquet writes rows, already sorted, to a new file at path and
-// fsyncs it.
+// writeAggParquet writes aggregate rows, already sorted, to a new file at
+// path and fsyncs it.
 func writeAggParquet(path string, rows []*AggRow, rowGroupRows int) (fileInfo, error) {
-	info := fileInfo{rows: int64(len(rows)), minTS: math.MaxInt64, maxTS: math.MinInt64}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return info, fmt.Errorf("create %s: %w", path, err)
-	}
-	fail := func(err error) (fileInfo, error) {
-		f.Close()
-		os.Remove(path)
-		return info, err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	pw, err := pqarrow.NewFileWriter(AggSchema, noCloseWriter{bw}, aggWriterProperties(rowGroupRows),
-		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
-	if err != nil {
-		return fail(fmt.Errorf("parquet writer %s: %w", path, err))
-	}
-	for start := 0; start < len(rows); start += rowGroupRows {
-		rec := buildAggRecord(rows[start:min(start+rowGroupRows, len(rows))], &info)
-		err := pw.Write(rec)
-		rec.Release()
-		if err != nil {
-			pw.Close()
-			return fail(fmt.Errorf("write parquet %s: %w", path, err))
-		}
-	}
-	if err := pw.Close(); err != nil {
-		return fail(fmt.Errorf("close parquet %s: %w", path, err))
-	}
-	if err := bw.Flush(); err != nil {
-		return fail(fmt.Errorf("write %s: %w", path, err))
-	}
-	if err := f.Sync(); err != nil {
-		return fail(fmt.Errorf("sync %s: %w", path, err))
-	}
-	if fi, err := f.Stat(); err == nil {
-		info.bytes = fi.Size()
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return info, fmt.Errorf("close %s: %w", path, err)
-	}
-	return info, nil
+	return writeParquetFile(path, AggSchema, aggWriterProperties(rowGroupRows), rows, rowGroupRows, buildAggRecord)
 }
 
 func buildAggRecord(rows []*AggRow, info *fileInfo) arrow.RecordBatch {

@@ -149,9 +149,17 @@ type fileInfo struct {
 // file before it can be fsynced.
 type noCloseWriter struct{ io.Writer }
 
-// writeParquet writes rows, already sorted, to a new file at path and
-// fsyncs it.
+// writeParquet writes raw readings, already sorted, to a new file at path
+// and fsyncs it.
 func writeParquet(path string, rows []*schemas.Reading, rowGroupRows int) (fileInfo, error) {
+	return writeParquetFile(path, RawSchema, writerProperties(rowGroupRows), rows, rowGroupRows, buildRecord)
+}
+
+// writeParquetFile writes rows, already sorted, in row groups of
+// rowGroupRows built by build, to a new file at path, and fsyncs it. On any
+// error the file is removed: a half-written file never stays behind.
+func writeParquetFile[T any](path string, schema *arrow.Schema, props *parquet.WriterProperties, rows []T, rowGroupRows int,
+	build func([]T, *fileInfo) arrow.RecordBatch) (fileInfo, error) {
 	info := fileInfo{rows: int64(len(rows)), minTS: math.MaxInt64, maxTS: math.MinInt64}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -163,13 +171,12 @@ func writeParquet(path string, rows []*schemas.Reading, rowGroupRows int) (fileI
 		return info, err
 	}
 	bw := bufio.NewWriterSize(f, 1<<20)
-	pw, err := pqarrow.NewFileWriter(RawSchema, noCloseWriter{bw}, writerProperties(rowGroupRows),
-		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	pw, err := pqarrow.NewFileWriter(schema, noCloseWriter{bw}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		return fail(fmt.Errorf("parquet writer %s: %w", path, err))
 	}
 	for start := 0; start < len(rows); start += rowGroupRows {
-		rec := buildRecord(rows[start:min(start+rowGroupRows, len(rows))], &info)
+		rec := build(rows[start:min(start+rowGroupRows, len(rows))], &info)
 		err := pw.Write(rec)
 		rec.Release()
 		if err != nil {
