@@ -37,7 +37,20 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build binaries: %v\n", err)
 			return 1
 		}
-		return m.Run()
+		if raceFlag == "" {
+			return m.Run()
+		}
+		// The binaries run with the race detector. Their reports go to files
+		// so that a race is judged by where it is: one with a frame in
+		// Updraft's code fails the run; one wholly inside a dependency is
+		// printed, since it is not ours to fix here.
+		races := filepath.Join(dir, "race")
+		os.Setenv("GORACE", "exitcode=0 log_path="+races)
+		code := m.Run()
+		if !checkRaceReports(dir) && code == 0 {
+			code = 1
+		}
+		return code
 	}()
 	os.Exit(code)
 }
@@ -102,4 +115,25 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, stri
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("timed out after %s waiting for %s; last state: %s", d, what, last)
+}
+
+// checkRaceReports prints every race report the binaries wrote and reports
+// false if any involves Updraft's own code.
+func checkRaceReports(dir string) bool {
+	files, _ := filepath.Glob(filepath.Join(dir, "race.*"))
+	ok := true
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		ours := strings.Contains(string(b), "github.com/updraft-io/updraft/")
+		if ours {
+			ok = false
+			fmt.Fprintf(os.Stderr, "FAIL: data race involving Updraft code in a binary under test (%s):\n%s\n", filepath.Base(f), b)
+		} else {
+			fmt.Fprintf(os.Stderr, "warning: data race inside a dependency in a binary under test (%s):\n%s\n", filepath.Base(f), b)
+		}
+	}
+	return ok
 }
