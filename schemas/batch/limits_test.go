@@ -106,7 +106,7 @@ func TestDecodeRefusesHugeSchemaVectors(t *testing.T) {
 			f := fbTable{buf: data[msgs[0].meta : msgs[0].meta+msgs[0].metaLen], pos: p + int(binary.LittleEndian.Uint32(data[msgs[0].meta+p:]))}
 			slot, ok := f.field(slotFieldChildren)
 			if !ok {
-				t.Skip("field 0 stores no children vector to patch")
+				t.Fatal("the encoded schema no longer stores a children vector for field 0: this regression case needs a new way to build its input")
 			}
 			binary.LittleEndian.PutUint32(data[msgs[0].meta+slot:], uint32(fields.start-4-slot))
 		}},
