@@ -20,15 +20,9 @@ import (
 // caller does not know it (e.g. a file replay); otherwise it must agree with
 // the headers. Every failure is a *DecodeError wrapping one of the sentinels.
 func Decode(subject string, h nats.Header, data []byte) (*Batch, error) {
-	id, kind, count, minTS, maxTS, err := decodeHeader(h)
+	id, kind, count, minTS, maxTS, err := checkEnvelope(subject, h, data)
 	if err != nil {
 		return nil, err
-	}
-	if subject != "" && subject != schemas.TelemetrySubject(id.Edge, kind) {
-		return nil, decodeErr("subject", ErrMismatch, "subject %q does not match edge %s kind %s", subject, id.Edge, kind)
-	}
-	if len(data) > MaxPayloadBytes {
-		return nil, decodeErr("payload", ErrTooLarge, "%d bytes, at most %d", len(data), MaxPayloadBytes)
 	}
 	readings, err := decodePayload(id.Edge, data, count)
 	if err != nil {
@@ -42,6 +36,23 @@ func Decode(subject string, h nats.Header, data []byte) (*Batch, error) {
 		return nil, decodeErr("header "+HdrMinTS, ErrMismatch, "headers say [%d,%d], rows span [%d,%d]", minTS, maxTS, lo, hi)
 	}
 	return &Batch{ID: id, Kind: kind, Replay: h.Get(HdrReplay) == "1", MinTS: minTS, MaxTS: maxTS, Readings: readings}, nil
+}
+
+// checkEnvelope decodes the headers and checks them against the subject and
+// the payload's size, before the payload is read.
+func checkEnvelope(subject string, h nats.Header, data []byte) (id ID, kind string, count int, minTS, maxTS int64, err error) {
+	id, kind, count, minTS, maxTS, err = decodeHeader(h)
+	if err != nil {
+		return
+	}
+	if subject != "" && subject != schemas.TelemetrySubject(id.Edge, kind) {
+		err = decodeErr("subject", ErrMismatch, "subject %q does not match edge %s kind %s", subject, id.Edge, kind)
+		return
+	}
+	if len(data) > MaxPayloadBytes {
+		err = decodeErr("payload", ErrTooLarge, "%d bytes, at most %d", len(data), MaxPayloadBytes)
+	}
+	return
 }
 
 func decodeHeader(h nats.Header) (id ID, kind string, count int, minTS, maxTS int64, err error) {
@@ -157,7 +168,18 @@ func (a *limitAllocator) Reallocate(n int, b []byte) []byte {
 	return a.Allocator.Reallocate(n, b)
 }
 
-func decodePayload(edge schemas.EdgeID, data []byte, count int) (readings []schemas.Reading, err error) {
+func decodePayload(edge schemas.EdgeID, data []byte, count int) ([]schemas.Reading, error) {
+	var readings []schemas.Reading
+	err := readPayload(data, count, func(rec arrow.RecordBatch) (err error) {
+		readings, err = rows(edge, rec)
+		return err
+	})
+	return readings, err
+}
+
+// readPayload reads the one record batch of a payload, checks its schema
+// and row count, and hands it to use before the reader is released.
+func readPayload(data []byte, count int, use func(arrow.RecordBatch) error) (err error) {
 	defer func() {
 		// The IPC reader validates frames, but a batch is untrusted input: any
 		// panic deep in a decompressor or array constructor is a bad payload,
@@ -171,38 +193,37 @@ func decodePayload(edge schemas.EdgeID, data []byte, count int) (readings []sche
 		}
 	}()
 	if err := checkIPCMetadata(data); err != nil {
-		return nil, decodeErr("payload", ErrPayload, "%v", err)
+		return decodeErr("payload", ErrPayload, "%v", err)
 	}
 	mem := &limitAllocator{Allocator: memory.NewGoAllocator(), left: maxDecodedBytes}
 	r, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(mem), ipc.WithBodySizeLimit(MaxPayloadBytes))
 	if err != nil {
-		return nil, readerErr(err)
+		return readerErr(err)
 	}
 	defer r.Release()
 	if !r.Schema().Equal(Schema) {
-		return nil, decodeErr("payload schema", ErrSchema, "got %s", r.Schema())
+		return decodeErr("payload schema", ErrSchema, "got %s", r.Schema())
 	}
 	if !r.Next() {
 		if r.Err() != nil {
-			return nil, readerErr(r.Err())
+			return readerErr(r.Err())
 		}
-		return nil, decodeErr("payload", ErrPayload, "no record batch")
+		return decodeErr("payload", ErrPayload, "no record batch")
 	}
 	rec := r.RecordBatch()
 	if int(rec.NumRows()) != count {
-		return nil, decodeErr("header "+HdrCount, ErrMismatch, "header says %d rows, payload has %d", count, rec.NumRows())
+		return decodeErr("header "+HdrCount, ErrMismatch, "header says %d rows, payload has %d", count, rec.NumRows())
 	}
-	readings, err = rows(edge, rec)
-	if err != nil {
-		return nil, err
+	if err := use(rec); err != nil {
+		return err
 	}
 	if r.Next() {
-		return nil, decodeErr("payload", ErrPayload, "more than one record batch")
+		return decodeErr("payload", ErrPayload, "more than one record batch")
 	}
 	if r.Err() != nil {
-		return nil, readerErr(r.Err())
+		return readerErr(r.Err())
 	}
-	return readings, nil
+	return nil
 }
 
 // readerErr classifies an error of the IPC reader. The reader recovers

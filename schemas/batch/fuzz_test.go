@@ -2,6 +2,7 @@ package batch_test
 
 import (
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -85,6 +86,69 @@ func FuzzDecode(f *testing.F) {
 			if r.TS < lo || r.TS > hi {
 				t.Fatalf("reading %d at %d outside the header range [%d,%d]", i, r.TS, lo, hi)
 			}
+		}
+	})
+}
+
+// FuzzDecodeColumns checks that DecodeColumns accepts exactly what Decode
+// accepts, with the same error, and decodes the same readings.
+func FuzzDecodeColumns(f *testing.F) {
+	for _, n := range []int{1, 7, 300} {
+		msg, err := batch.Encode(testID, schemas.KindRaw, false, simulatorReadings(n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		lo, _ := strconv.ParseInt(msg.Header.Get(batch.HdrMinTS), 10, 64)
+		hi, _ := strconv.ParseInt(msg.Header.Get(batch.HdrMaxTS), 10, 64)
+		f.Add(msg.Data, uint32(n), lo, hi)
+		b := append([]byte(nil), msg.Data...)
+		b[len(b)/2] ^= 0x5a
+		f.Add(b, uint32(n), lo, hi)
+	}
+	noUnit := simulatorReadings(4)
+	noUnit[1].Unit = ""
+	bad := simulatorReadings(5)
+	bad[3].Device = "has space"
+	for _, rs := range [][]schemas.Reading{noUnit, bad} {
+		msg, err := batch.Encode(testID, schemas.KindRaw, false, rs)
+		if err != nil {
+			f.Fatal(err)
+		}
+		lo, _ := strconv.ParseInt(msg.Header.Get(batch.HdrMinTS), 10, 64)
+		hi, _ := strconv.ParseInt(msg.Header.Get(batch.HdrMaxTS), 10, 64)
+		f.Add(msg.Data, uint32(len(rs)), lo, hi)
+	}
+	base, err := batch.Encode(testID, schemas.KindRaw, false, simulatorReadings(1))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, count uint32, lo, hi int64) {
+		h := nats.Header{}
+		for k, v := range base.Header {
+			h[k] = append([]string(nil), v...)
+		}
+		h.Set(batch.HdrCount, strconv.FormatUint(uint64(count), 10))
+		h.Set(batch.HdrMinTS, strconv.FormatInt(lo, 10))
+		h.Set(batch.HdrMaxTS, strconv.FormatInt(hi, 10))
+		want, werr := batch.Decode(base.Subject, h, data)
+		got, gerr := batch.DecodeColumns(base.Subject, h, data)
+		if (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+			t.Fatalf("DecodeColumns error %v, Decode error %v", gerr, werr)
+		}
+		if werr != nil {
+			return
+		}
+		if got.ID != want.ID || got.Kind != want.Kind || got.MinTS != want.MinTS || got.MaxTS != want.MaxTS ||
+			got.Replay != want.Replay || got.Len() != len(want.Readings) {
+			t.Fatalf("DecodeColumns header fields differ from Decode's")
+		}
+		for i, r := range want.Readings {
+			if g := got.Reading(i); g != r {
+				t.Fatalf("row %d: %+v, want %+v", i, g, r)
+			}
+		}
+		if !slices.Equal(batch.ColumnsOf(want).Batch().Readings, want.Readings) {
+			t.Fatal("ColumnsOf then Batch does not give the readings back")
 		}
 	})
 }

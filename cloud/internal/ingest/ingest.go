@@ -287,26 +287,35 @@ func (in *Ingester) lose(cause error) error {
 // handle decodes one message and buffers, skips or quarantines it.
 func (in *Ingester) handle(msg jetstream.Msg) error {
 	now := time.Now()
-	b, err := batch.Decode(msg.Subject(), msg.Headers(), msg.Data())
+	c, err := batch.DecodeColumns(msg.Subject(), msg.Headers(), msg.Data())
+	var b *batch.Batch
 	if err == nil {
-		switch b.Kind {
+		switch c.Kind {
 		case schemas.KindRaw:
 		case schemas.KindAgg:
+			// Aggregates are few; the lake folds them as readings.
+			b = c.Batch()
 			err = lake.ValidateAgg(b)
 		default:
-			err = fmt.Errorf("kind %q is neither %s nor %s", b.Kind, schemas.KindRaw, schemas.KindAgg)
+			err = fmt.Errorf("kind %q is neither %s nor %s", c.Kind, schemas.KindRaw, schemas.KindAgg)
 		}
 	}
 	if err != nil {
 		return in.reject(msg, err, now)
 	}
-	switch in.w.Add(b, now) {
+	var added lake.AddResult
+	if b != nil {
+		added = in.w.Add(b, now)
+	} else {
+		added = in.w.AddColumns(c, now)
+	}
+	switch added {
 	case lake.DuplicateCommitted:
 		in.duplicates.Add(1)
 		in.m.duplicates.Inc()
-		in.log.Debug("duplicate of a committed batch skipped", "batch", b.ID)
+		in.log.Debug("duplicate of a committed batch skipped", "batch", c.ID)
 		if err := msg.Ack(); err != nil {
-			in.log.Debug("ack failed; the batch will be redelivered and skipped again", "batch", b.ID, "err", err)
+			in.log.Debug("ack failed; the batch will be redelivered and skipped again", "batch", c.ID, "err", err)
 		}
 	case lake.DuplicatePending:
 		in.duplicates.Add(1)
@@ -359,15 +368,13 @@ func (in *Ingester) flush() error {
 		in.m.files.Add(float64(len(c.Files)))
 		in.m.flush.Observe(c.Duration.Seconds())
 		at := c.At.UnixNano()
-		for _, b := range c.Batches {
-			if b.Kind == schemas.KindAgg {
-				continue // timestamps are window starts, not event times
+		// Aggregates are left out: their timestamps are window starts, not
+		// event times.
+		for _, b := range c.Raw {
+			for _, ts := range b.TS {
+				in.m.e2e.Observe(time.Duration(at - ts).Seconds())
 			}
-			for i := range b.Readings {
-				d := time.Duration(at - b.Readings[i].TS)
-				in.m.e2e.Observe(d.Seconds())
-				in.lat.add(d)
-			}
+			in.lat.addSince(at, b.TS)
 		}
 		in.log.Debug("committed", "seq", c.Seq, "rows", c.Rows, "batches", len(c.Batches), "files", len(c.Files), "took", c.Duration)
 	}

@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envChild) != "" {
 		os.Exit(runChild())
 	}
+	if dir := os.Getenv(envServerStore); dir != "" {
+		os.Exit(runServer(dir))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -548,42 +551,6 @@ func TestLatencyWindow(t *testing.T) {
 	if s := w.summary(); s != want {
 		t.Errorf("summary = %+v, want %+v", s, want)
 	}
-}
-
-// BenchmarkJetStreamToLake measures readings/s from a stream backlog to
-// committed Parquet files.
-func BenchmarkJetStreamToLake(b *testing.B) {
-	srv := natstest.Start(b, "")
-	_, js := natstest.Connect(b, srv)
-	natstest.CreateTelemetry(b, js, "local", time.Minute)
-	lc := lakeConfig(b.TempDir())
-	const perBatch, batches = 1000, 50
-	lc.RollRows = perBatch * batches
-	lc.RowGroupRows = lake.DefaultConfig().RowGroupRows
-	r := start(b, ingestConfig(srv.ClientURL()), lc, nil)
-	msgs := make([]*batch.Message, batches)
-	seq := uint64(0)
-	total := int64(0)
-	for b.Loop() {
-		b.StopTimer()
-		for i := range msgs {
-			seq++
-			msgs[i] = encode(b, edge1, 1, seq, perBatch)
-		}
-		for _, m := range msgs {
-			publish(b, js, m)
-		}
-		total += perBatch * batches
-		b.StartTimer()
-		deadline := time.Now().Add(time.Minute)
-		for r.w.Totals().Rows < total {
-			if time.Now().After(deadline) {
-				b.Fatalf("%d rows committed after a minute, want %d", r.w.Totals().Rows, total)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "readings/s")
 }
 
 // TestSurvivesNATSRestart: batches buffered or unacknowledged while the

@@ -28,6 +28,19 @@ func (w *latencyWindow) add(d time.Duration) {
 	w.mu.Unlock()
 }
 
+// addSince adds at minus each of the times (ns) under one lock.
+func (w *latencyWindow) addSince(at int64, ts []int64) {
+	w.mu.Lock()
+	for _, t := range ts {
+		w.buf[w.next] = time.Duration(at - t)
+		w.next++
+		if w.next == len(w.buf) {
+			w.next, w.full = 0, true
+		}
+	}
+	w.mu.Unlock()
+}
+
 // Latency is a summary of recent end-to-end latencies in milliseconds.
 type Latency struct {
 	Samples int     `json:"samples"`

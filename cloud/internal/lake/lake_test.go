@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -537,36 +536,4 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-}
-
-// BenchmarkWriter measures the lake writer alone: decoded batches in,
-// committed Parquet files out.
-func BenchmarkWriter(b *testing.B) {
-	c := DefaultConfig()
-	c.Dir = b.TempDir()
-	w := mustOpen(b, c)
-	const perBatch, perFlush = 1000, 100
-	start := time.Now().Truncate(time.Hour)
-	rng := rand.New(rand.NewPCG(1, 2))
-	batches := make([]*batch.Batch, perFlush)
-	for i := range batches {
-		batches[i] = makeBatch(edge1, 1, uint64(i), start, perBatch)
-		for j := range batches[i].Readings {
-			batches[i].Readings[j].Value = rng.NormFloat64()
-		}
-	}
-	seq := uint64(0)
-	b.ResetTimer()
-	for b.Loop() {
-		for _, bt := range batches {
-			seq++
-			cp := *bt
-			cp.ID.Seq = seq
-			w.Add(&cp, time.Now())
-		}
-		if _, err := w.Flush(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N*perBatch*perFlush)/b.Elapsed().Seconds(), "readings/s")
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apache/arrow-go/v18/parquet"
+
 	"github.com/updraft-io/updraft/schemas"
 	"github.com/updraft-io/updraft/schemas/batch"
 	lakefmt "github.com/updraft-io/updraft/schemas/lake"
@@ -31,9 +33,12 @@ type Writer struct {
 	hook func(Stage) error
 
 	nextSeq    uint64
-	pending    []*batch.Batch
+	pending    []pendingBatch
 	pendingIDs map[batch.ID]struct{}
-	oldest     time.Time
+	// file is reused by every raw file a flush writes.
+	file   rawFile
+	props  *parquet.WriterProperties
+	oldest time.Time
 	// broken is set when a flush failed part-way: the buffer no longer
 	// matches the disk, and only a new Open (which recovers) may go on.
 	broken error
@@ -91,6 +96,21 @@ const (
 	DuplicatePending
 )
 
+// pendingBatch is a buffered batch: raw readings as columns, aggregates as
+// readings.
+type pendingBatch struct {
+	id  batch.ID
+	raw *batch.Columns
+	agg *batch.Batch
+}
+
+func (p pendingBatch) rows() int {
+	if p.raw != nil {
+		return p.raw.Len()
+	}
+	return len(p.agg.Readings)
+}
+
 // partKey is one file of a flush: a partition of raw readings or of
 // aggregates.
 type partKey struct {
@@ -110,9 +130,11 @@ type Commit struct {
 	Seq uint64
 	At  time.Time
 	// Rows counts the rows written: raw readings plus wide aggregate rows.
-	Rows     int64
-	Files    []string // final paths relative to the lake root
-	Batches  []*batch.Batch
+	Rows    int64
+	Files   []string // final paths relative to the lake root
+	Batches []batch.ID
+	// Raw are the committed batches of raw readings.
+	Raw      []*batch.Columns
 	Duration time.Duration
 }
 
@@ -135,7 +157,7 @@ func Open(cfg Config, log *slog.Logger) (*Writer, error) {
 	}
 	w := &Writer{
 		cfg: cfg, dir: dir, log: log, lock: lock, ledger: NewLedger(),
-		nextSeq: 1, pendingIDs: map[batch.ID]struct{}{},
+		nextSeq: 1, pendingIDs: map[batch.ID]struct{}{}, props: writerProperties(cfg.RowGroupRows),
 	}
 	if err := w.recover(); err != nil {
 		lock.Close()
@@ -157,20 +179,36 @@ func (w *Writer) Committed(id batch.ID) bool { return w.ledger.Contains(id) }
 
 // Add buffers b, received at now, unless it is a duplicate.
 func (w *Writer) Add(b *batch.Batch, now time.Time) AddResult {
-	if w.ledger.Contains(b.ID) {
+	if b.Kind == schemas.KindAgg {
+		return w.add(pendingBatch{id: b.ID, agg: b}, now)
+	}
+	return w.add(pendingBatch{id: b.ID, raw: batch.ColumnsOf(b)}, now)
+}
+
+// AddColumns buffers c, received at now, unless it is a duplicate. It is
+// Add for a batch decoded with batch.DecodeColumns.
+func (w *Writer) AddColumns(c *batch.Columns, now time.Time) AddResult {
+	if c.Kind == schemas.KindAgg {
+		return w.add(pendingBatch{id: c.ID, agg: c.Batch()}, now)
+	}
+	return w.add(pendingBatch{id: c.ID, raw: c}, now)
+}
+
+func (w *Writer) add(p pendingBatch, now time.Time) AddResult {
+	if w.ledger.Contains(p.id) {
 		return DuplicateCommitted
 	}
-	if _, ok := w.pendingIDs[b.ID]; ok {
+	if _, ok := w.pendingIDs[p.id]; ok {
 		return DuplicatePending
 	}
 	if len(w.pending) == 0 {
 		w.oldest = now
 	}
-	w.pending = append(w.pending, b)
-	w.pendingIDs[b.ID] = struct{}{}
+	w.pending = append(w.pending, p)
+	w.pendingIDs[p.id] = struct{}{}
 	w.mu.Lock()
 	w.totals.PendingBatches++
-	w.totals.PendingRows += len(b.Readings)
+	w.totals.PendingRows += p.rows()
 	w.mu.Unlock()
 	return Added
 }
@@ -230,16 +268,23 @@ func (w *Writer) flush() (*Commit, error) {
 	start := time.Now()
 	seq := w.nextSeq
 	parts := map[partKey][]*schemas.Reading{}
+	rawParts := map[partKey][]segment{}
 	for _, b := range w.pending {
-		agg := b.Kind == schemas.KindAgg
-		for i := range b.Readings {
-			r := &b.Readings[i]
-			k := partKey{agg: agg, p: lakefmt.PartitionOf(r.Region, r.TS)}
+		if b.raw != nil {
+			splitByHour(b.raw, rawParts)
+			continue
+		}
+		for i := range b.agg.Readings {
+			r := &b.agg.Readings[i]
+			k := partKey{agg: true, p: lakefmt.PartitionOf(r.Region, r.TS)}
 			parts[k] = append(parts[k], r)
 		}
 	}
-	keys := make([]partKey, 0, len(parts))
+	keys := make([]partKey, 0, len(parts)+len(rawParts))
 	for k := range parts {
+		keys = append(keys, k)
+	}
+	for k := range rawParts {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b partKey) int {
@@ -267,9 +312,8 @@ func (w *Writer) flush() (*Commit, error) {
 		if k.agg {
 			info, err = writeAggParquet(temp, foldAgg(parts[k]), w.cfg.RowGroupRows)
 		} else {
-			rs := parts[k]
-			sortRows(rs)
-			info, err = writeParquet(temp, rs, w.cfg.RowGroupRows)
+			w.file.build(rawParts[k])
+			info, err = w.file.write(temp, w.props, w.cfg.RowGroupRows)
 		}
 		if err != nil {
 			cleanup()
@@ -294,7 +338,7 @@ func (w *Writer) flush() (*Commit, error) {
 	}
 	m.Batches = make([]string, len(w.pending))
 	for i, b := range w.pending {
-		m.Batches[i] = b.ID.MsgID()
+		m.Batches[i] = b.id.MsgID()
 	}
 	m.CommittedAt = time.Now().UTC()
 	data, err := json.Marshal(&m)
@@ -309,10 +353,14 @@ func (w *Writer) flush() (*Commit, error) {
 
 	// Committed: from here on, recovery rolls this flush forward.
 	w.nextSeq++
-	for _, b := range w.pending {
-		w.ledger.Add(b.ID)
+	c := &Commit{Seq: seq, At: m.CommittedAt, Rows: rows, Batches: make([]batch.ID, len(w.pending))}
+	for i, b := range w.pending {
+		w.ledger.Add(b.id)
+		c.Batches[i] = b.id
+		if b.raw != nil {
+			c.Raw = append(c.Raw, b.raw)
+		}
 	}
-	c := &Commit{Seq: seq, At: m.CommittedAt, Rows: rows, Batches: w.pending}
 	for _, f := range m.allFiles() {
 		c.Files = append(c.Files, f.Path)
 	}
@@ -324,7 +372,8 @@ func (w *Writer) flush() (*Commit, error) {
 	w.totals.LastCommit = m.CommittedAt
 	w.totals.PendingBatches, w.totals.PendingRows = 0, 0
 	w.mu.Unlock()
-	w.pending, w.pendingIDs = nil, map[batch.ID]struct{}{}
+	w.pending = nil
+	clear(w.pendingIDs)
 
 	if err := w.runHook(StageCommitted); err != nil {
 		return nil, err
@@ -387,3 +436,32 @@ func (w *Writer) Close() error {
 
 // Config is the writer's configuration.
 func (w *Writer) Config() Config { return w.cfg }
+
+// splitByHour adds the rows of c to the partitions of their hours. A batch
+// within one hour, the usual case, is added whole.
+func splitByHour(c *batch.Columns, parts map[partKey][]segment) {
+	region := c.ID.Edge.Region
+	if hourOf(c.MinTS) == hourOf(c.MaxTS) {
+		k := partKey{p: lakefmt.PartitionOf(region, c.MinTS)}
+		parts[k] = append(parts[k], segment{c: c})
+		return
+	}
+	rows := map[int64][]int32{}
+	for i, ts := range c.TS {
+		h := hourOf(ts)
+		rows[h] = append(rows[h], int32(i))
+	}
+	for h, rs := range rows {
+		k := partKey{p: lakefmt.PartitionOf(region, h*int64(time.Hour))}
+		parts[k] = append(parts[k], segment{c: c, rows: rs})
+	}
+}
+
+// hourOf numbers the UTC hour of ts (ns), as lakefmt.PartitionOf divides time.
+func hourOf(ts int64) int64 {
+	h := ts / int64(time.Hour)
+	if ts%int64(time.Hour) < 0 {
+		h--
+	}
+	return h
+}
