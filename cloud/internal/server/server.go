@@ -133,12 +133,13 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 			return nil, err
 		}
 	}
+	q := query.New(w.Dir()) // one engine, so queries and series share its footer cache
 	s.http = &ops.Server{
 		Addr: cfg.HTTP.Addr, Registry: reg, Ready: in.Ready, Log: log,
 		Handlers: map[string]http.Handler{
 			"GET /api/v1/status": http.HandlerFunc(s.status),
-			"GET /api/v1/query":  query.New(w.Dir()).Handler(log.With("part", "query")),
-			"GET /api/v1/series": query.New(w.Dir()).SeriesHandler(log.With("part", "query")),
+			"GET /api/v1/query":  q.Handler(log.With("part", "query")),
+			"GET /api/v1/series": q.SeriesHandler(log.With("part", "query")),
 		},
 	}
 	if err := s.http.Listen(); err != nil {
