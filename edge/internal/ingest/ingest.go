@@ -179,16 +179,50 @@ func (in *Ingest) clientOptions() (*mqtt.ClientOptions, error) {
 }
 
 func (in *Ingest) onConnect(c mqtt.Client) {
+	// paho calls this on its connection goroutine; subscribing waits on
+	// another one so that reading the broker's replies never waits on it.
+	go in.subscribe(c)
+}
+
+// subscribe (re)subscribes after each connect, retrying while the
+// connection stays up. It never gives up by disconnecting: a Disconnect
+// would stop paho's automatic reconnection for good. There is no deadline
+// on the SUBACK either: a broker resuming a persistent session first sends
+// every message queued for it, and the SUBACK arrives behind them, possibly
+// minutes later at the rate the buffer accepts them. Those messages are
+// received meanwhile: the session's subscriptions still route them.
+func (in *Ingest) subscribe(c mqtt.Client) {
 	filters := make(map[string]byte, len(in.subs))
 	for _, s := range in.subs {
 		filters[s.Topic] = 1
 	}
-	tok := c.SubscribeMultiple(filters, in.handle)
-	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		in.log.Error("mqtt subscribe failed; reconnecting", "filters", filters, "err", tok.Error())
-		// Force a reconnect so that subscribing is retried.
-		go c.Disconnect(0)
-		return
+	delay := time.Second
+	for {
+		tok := c.SubscribeMultiple(filters, in.handle)
+		<-tok.Done() // paho fails it if the connection is lost
+		err := tok.Error()
+		if err == nil {
+			for topic, code := range tok.(*mqtt.SubscribeToken).Result() {
+				if code >= 0x80 {
+					err = fmt.Errorf("broker refused the subscription to %q (return code %#x)", topic, code)
+				}
+			}
+		}
+		if err == nil {
+			break
+		}
+		if !c.IsConnectionOpen() {
+			return // the next connect subscribes again
+		}
+		in.log.Error("mqtt subscribe failed; retrying", "filters", filters, "err", err, "retry_in", delay)
+		time.Sleep(delay)
+		delay = min(2*delay, time.Minute)
+		if !c.IsConnectionOpen() {
+			return
+		}
+	}
+	if !c.IsConnectionOpen() {
+		return // lost meanwhile: the next connect subscribes again
 	}
 	in.connected.Store(true)
 	in.mConn.Set(1)
