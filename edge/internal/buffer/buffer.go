@@ -143,19 +143,6 @@ type batchMeta struct {
 	claimed bool     // handed out by Claim: in flight to JetStream
 }
 
-// sideLane is the live records of one side lane (dead letters, events).
-type sideLane struct {
-	recs  []*sideMeta // ascending seq
-	bytes int64
-	ch    chan struct{} // closed when records are added
-}
-
-type sideMeta struct {
-	seq, seg uint64
-	bytes    int64
-	busy     bool
-}
-
 // Open opens or creates the buffer in cfg.Dir and recovers its state by
 // reading keys and seal records only, never the buffered readings. A new
 // directory gets a random epoch. reg may be nil.
@@ -203,6 +190,9 @@ func Open(cfg Config, edge schemas.EdgeID, log *slog.Logger, reg prometheus.Regi
 			return nil, errors.Join(fmt.Errorf("open buffer: register metrics: %w", err), db.Close())
 		}
 	}
+	if profiles[cfg.Profile].trimMappings {
+		_, _ = trimMappings(cfg.Dir) // recovery read keys and seal records
+	}
 	st := b.Stats()
 	log.Info("buffer open", "dir", cfg.Dir, "epoch", fmt.Sprintf("%x", b.epoch), "batches", st.UnackedBatches,
 		"readings", st.BufferedReadings, "dead_letters", st.DeadLetters, "events", st.Events, "bytes", st.BufferedBytes,
@@ -220,10 +210,9 @@ func recoverSide(txn *badger.Txn, seg uint64, l *sideLane, tag byte, maxSeq *uin
 		if len(k) != len(prefix)+8 {
 			continue
 		}
-		d := &sideMeta{seq: keyTail64(k), seg: seg, bytes: int64(len(k)) + it.Item().ValueSize()}
-		l.recs = append(l.recs, d)
-		l.bytes += d.bytes
-		*maxSeq = max(*maxSeq, d.seq)
+		seq := keyTail64(k)
+		l.add(seg, seq, int64(len(k))+it.Item().ValueSize())
+		*maxSeq = max(*maxSeq, seq)
 	}
 }
 
@@ -302,9 +291,10 @@ func (b *Buffer) recover() error {
 	}
 	slices.SortFunc(s.batches, func(x, y *batchMeta) int { return cmpU64(x.seq, y.seq) })
 	for sd := range s.sides {
-		slices.SortFunc(s.sides[sd].recs, func(x, y *sideMeta) int { return cmpU64(x.seq, y.seq) })
-		for _, d := range s.sides[sd].recs {
-			s.segs[d.seg]++
+		l := &s.sides[sd]
+		l.sortRuns()
+		for _, r := range l.runs {
+			s.segs[r.seg] += int(r.last - r.first + 1)
 		}
 	}
 	for _, m := range s.batches {
@@ -713,7 +703,7 @@ func (b *Buffer) Stats() Stats {
 	s := &b.s
 	st := Stats{
 		Epoch: b.epoch, NextSeq: s.nextSeq, UnackedBatches: len(s.batches),
-		DeadLetters: len(s.sides[sideDead].recs), Events: len(s.sides[sideEvent].recs),
+		DeadLetters: s.sides[sideDead].count, Events: s.sides[sideEvent].count,
 		MaxBytes: int64(b.cfg.MaxBytes), DiskBytes: s.diskBytes, DiskApparentBytes: s.diskApparent,
 		Segments: len(s.segs), Blocked: s.blocked, Duplicates: s.duplicates, Commits: s.commits, WrittenBytes: s.written,
 		Dropped: maps(s.dropped), Summarised: maps(s.summarised),

@@ -41,7 +41,14 @@ type Config struct {
 	BatchMaxAge       time.Duration   `yaml:"batch_max_age" help:"seal an open batch this old when the forwarder is waiting for one"`
 	EncryptionKeyFile string          `yaml:"encryption_key_file" help:"file holding a raw 32-byte key: encrypts the buffer at rest with AES-256; empty = not encrypted"`
 	Profile           string          `yaml:"profile" help:"Badger memory profile: device (small memtables and caches, for a Raspberry Pi) or server"`
+	Compression       string          `yaml:"compression" help:"compression of Badger's tables: none (least memory; the device profile's) or snappy (a third less disk for a backlog and a quarter fewer bytes written, about 15 MiB more memory; the server profile's); empty = the profile's"`
 }
+
+// Table compression settings (Config.Compression).
+const (
+	CompressionNone   = "none"
+	CompressionSnappy = "snappy"
+)
 
 // DefaultConfig returns the defaults documented in docs/buffer.md.
 func DefaultConfig() Config {
@@ -91,6 +98,11 @@ func (c Config) Validate() error {
 	case ProfileDevice, ProfileServer:
 	default:
 		bad("profile", c.Profile, "device, server")
+	}
+	switch c.Compression {
+	case "", CompressionNone, CompressionSnappy:
+	default:
+		bad("compression", c.Compression, "none, snappy, or empty for the profile's")
 	}
 	return errors.Join(errs...)
 }

@@ -22,7 +22,10 @@ type segRun struct {
 
 func (r *dedupRing) add(seg uint64, keys []uint64) {
 	if r.count == nil {
-		r.count = map[uint64]uint32{}
+		// Sized once for the whole window: growing by doubling would leave
+		// the smaller copies as garbage at the moment memory is tightest.
+		r.count = make(map[uint64]uint32, dedupWindow)
+		r.keys = make([]uint64, 0, dedupWindow)
 	}
 	for _, k := range keys {
 		if len(r.keys) < dedupWindow {

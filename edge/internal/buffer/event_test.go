@@ -141,7 +141,7 @@ func TestEventsReclaimed(t *testing.T) {
 	appendEventWait(t, b, Event{Kind: "alert", Payload: make([]byte, 1000)})
 	seq, _ := nextEvent(t, b, 0)
 	b.mu.Lock()
-	seg := b.s.sides[sideEvent].recs[0].seg
+	seg := b.s.sides[sideEvent].runs[0].seg
 	b.mu.Unlock()
 	// Fill segments with readings, acknowledging them, until the event's
 	// segment is no longer the one being written or pinned by message keys.

@@ -2,11 +2,13 @@ package buffer
 
 import (
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -47,6 +49,7 @@ func TestValidate(t *testing.T) {
 		{"buffer.batch_max_readings", func(c *Config) { c.BatchMaxReadings = 1<<20 + 1 }},
 		{"buffer.batch_max_age", func(c *Config) { c.BatchMaxAge = 0 }},
 		{"buffer.profile", func(c *Config) { c.Profile = "tiny" }},
+		{"buffer.compression", func(c *Config) { c.Compression = "zstd" }},
 	} {
 		cfg := DefaultConfig()
 		c.change(&cfg)
@@ -76,7 +79,7 @@ func TestConfigYAML(t *testing.T) {
 	var help strings.Builder
 	config.Describe(&help, DefaultConfig())
 	for _, key := range []string{"dir", "max_bytes", "max_age", "policy", "commit_interval", "batch_max_readings",
-		"batch_max_age", "encryption_key_file", "profile"} {
+		"batch_max_age", "encryption_key_file", "profile", "compression"} {
 		if !strings.Contains(help.String(), "  "+key+" ") {
 			t.Errorf("--help does not document %s:\n%s", key, help.String())
 		}
@@ -208,5 +211,44 @@ func TestOpenChecksPlatform(t *testing.T) {
 	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCompressionSetting(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, c := range []struct {
+		profile, setting string
+		want             options.CompressionType
+	}{
+		{ProfileDevice, "", options.None},
+		{ProfileDevice, CompressionSnappy, options.Snappy},
+		{ProfileServer, "", options.Snappy},
+		{ProfileServer, CompressionNone, options.None},
+	} {
+		cfg := DefaultConfig()
+		cfg.Profile, cfg.Compression = c.profile, c.setting
+		if got := cfg.badgerOptions(nil, log).Compression; got != c.want {
+			t.Errorf("profile %s, compression %q: Badger compression %v, want %v", c.profile, c.setting, got, c.want)
+		}
+	}
+	// A buffer written with one setting opens and reads with the other.
+	cfg := testConfig(t)
+	cfg.Compression = CompressionSnappy
+	b := open(t, cfg)
+	stop := start(t, b)
+	appendWait(t, b, readings(0, 5000))
+	next(t, b, 0) // seals the batch
+	stop()
+	cfg.Compression = CompressionNone
+	b = open(t, cfg)
+	start(t, b)
+	if n := b.Stats().BufferedReadings; n != 5000 {
+		t.Fatalf("%d readings buffered after reopening without compression, want 5000", n)
+	}
+	var got int
+	for after := uint64(0); got < 5000; {
+		s := next(t, b, after)
+		got += len(s.Readings)
+		after = s.ID.Seq
 	}
 }

@@ -273,26 +273,20 @@ func nextSide[T any](ctx context.Context, b *Buffer, sd side, after uint64, deco
 	for {
 		b.mu.Lock()
 		l := &b.s.sides[sd]
-		ds := l.recs
-		i := sort.Search(len(ds), func(i int) bool { return ds[i].seq > after })
-		for i < len(ds) && ds[i].busy {
-			i++
-		}
-		if i < len(ds) {
-			d := ds[i]
+		if seq, seg, ok := l.next(after); ok {
 			b.mu.Unlock()
-			rec, err := readSide(b, sd, d, decode)
+			rec, err := readSide(b, sd, seg, seq, decode)
 			if err == nil {
-				return d.seq, rec, nil
+				return seq, rec, nil
 			}
 			if errors.Is(err, ErrClosed) {
 				return 0, zero, err
 			}
-			b.log.Error("buffer: unreadable "+sideNames[sd]+" dropped", "seq", d.seq, "err", err)
-			if err := b.removeSide(sd, d.seq); err != nil {
+			b.log.Error("buffer: unreadable "+sideNames[sd]+" dropped", "seq", seq, "err", err)
+			if err := b.removeSide(sd, seq); err != nil {
 				return 0, zero, err
 			}
-			after = d.seq
+			after = seq
 			continue
 		}
 		ch := l.ch
@@ -308,7 +302,7 @@ func nextSide[T any](ctx context.Context, b *Buffer, sd side, after uint64, deco
 	}
 }
 
-func readSide[T any](b *Buffer, sd side, d *sideMeta, decode func([]byte) (T, error)) (T, error) {
+func readSide[T any](b *Buffer, sd side, seg, seq uint64, decode func([]byte) (T, error)) (T, error) {
 	var rec T
 	b.dbMu.RLock()
 	defer b.dbMu.RUnlock()
@@ -316,7 +310,7 @@ func readSide[T any](b *Buffer, sd side, d *sideMeta, decode func([]byte) (T, er
 		return rec, ErrClosed
 	}
 	err := b.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(seqKey(d.seg, sideTags[sd], d.seq))
+		item, err := txn.Get(seqKey(seg, sideTags[sd], seq))
 		if err != nil {
 			return err
 		}
@@ -326,7 +320,7 @@ func readSide[T any](b *Buffer, sd side, d *sideMeta, decode func([]byte) (T, er
 		})
 	})
 	if err != nil {
-		return rec, fmt.Errorf("read %s %d: %w", sideNames[sd], d.seq, err)
+		return rec, fmt.Errorf("read %s %d: %w", sideNames[sd], seq, err)
 	}
 	return rec, nil
 }
@@ -334,25 +328,32 @@ func readSide[T any](b *Buffer, sd side, d *sideMeta, decode func([]byte) (T, er
 func (b *Buffer) removeSide(sd side, seq uint64) error {
 	b.mu.Lock()
 	l := &b.s.sides[sd]
-	ds := l.recs
-	i := sort.Search(len(ds), func(i int) bool { return ds[i].seq >= seq })
-	if i == len(ds) || ds[i].seq != seq || ds[i].busy {
+	seg, ok := l.live(seq)
+	if !ok || !l.setBusy(seq) {
 		b.mu.Unlock()
 		return nil
 	}
-	d := ds[i]
-	d.busy = true
 	b.mu.Unlock()
-	err := b.update(func(txn *badger.Txn) error { return txn.Delete(seqKey(d.seg, sideTags[sd], d.seq)) })
+	var bytes int64
+	err := b.update(func(txn *badger.Txn) error {
+		k := seqKey(seg, sideTags[sd], seq)
+		item, err := txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil // already gone from disk: only the memory is left to update
+		} else if err != nil {
+			return err
+		}
+		bytes = int64(len(k)) + item.ValueSize()
+		return txn.Delete(k)
+	})
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err != nil {
-		d.busy = false
+		l.clearBusy(seq)
 		return fmt.Errorf("ack %s %d: %w", sideNames[sd], seq, err)
 	}
-	l.recs = slices.DeleteFunc(l.recs, func(x *sideMeta) bool { return x == d })
-	l.bytes -= d.bytes
-	b.s.segs[d.seg]--
+	l.remove(seq, bytes)
+	b.s.segs[seg]--
 	b.poke()
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -28,7 +29,12 @@ func (b *Buffer) Run(ctx context.Context) error {
 	b.pendMu.Unlock()
 	defer close(b.runDone)
 
+	tctx, stopTrim := context.WithCancel(ctx)
+	trimDone := make(chan struct{})
+	go func() { defer close(trimDone); b.trimmer(tctx) }()
 	err := b.run(ctx)
+	stopTrim()
+	<-trimDone
 	cause := ctx.Err()
 	if cause == nil {
 		cause = ErrClosed
@@ -132,6 +138,36 @@ func (b *Buffer) step(housekeeping bool) error {
 	return nil
 }
 
+// trimEvery is how often Badger's mapped files are paged out. Compaction
+// reads and writes tables through their mappings at tens of MiB/s during a
+// catch-up, so a second would let that much become resident in between;
+// one pass costs about a millisecond with a 1 GiB backlog (2,000 tables).
+const trimEvery = 250 * time.Millisecond
+
+// trimmer keeps Badger's mapped files out of the resident set
+// (trimMappings) until ctx ends, when the profile asks for it.
+func (b *Buffer) trimmer(ctx context.Context) {
+	if profiles[b.cfg.Profile].trimMappings {
+		trimLoop(ctx, b.cfg.Dir, trimEvery, b.log)
+	}
+}
+
+func trimLoop(ctx context.Context, dir string, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := trimMappings(dir); err != nil {
+			log.Warn("buffer: cannot page out Badger's mapped files; resident memory will include the tables read and written", "err", err)
+			return
+		}
+	}
+}
+
 // takePending returns the queued appends once the commit window has passed
 // since the first of them arrived, or once many are queued.
 func (b *Buffer) takePending() []*request {
@@ -212,7 +248,7 @@ type tx struct {
 	refAdds  []uint64
 	releases []uint64
 	sealed   []*batchMeta
-	sides    [numSides][]*sideMeta
+	sides    [numSides][]sideRec
 	done     []*request
 	keys     []uint64
 	skipped  int
@@ -334,8 +370,7 @@ func (t *tx) commit() error {
 	for sd, recs := range t.sides {
 		l := &s.sides[sd]
 		for _, d := range recs {
-			l.recs = append(l.recs, d)
-			l.bytes += d.bytes
+			l.add(d.seg, d.seq, d.bytes)
 		}
 		if len(recs) > 0 {
 			close(l.ch)
@@ -401,7 +436,7 @@ func (b *Buffer) commit(reqs []*request) error {
 			}
 			n := int64(len(k) + len(r.rec))
 			w.curBytes += n
-			t.sides[r.side] = append(t.sides[r.side], &sideMeta{seq: seq, seg: w.cur, bytes: n})
+			t.sides[r.side] = append(t.sides[r.side], sideRec{seq: seq, seg: w.cur, bytes: n})
 			t.refAdd(w.cur)
 			continue
 		}

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -27,19 +28,41 @@ type profile struct {
 	numCompactors                              int
 	blockCache, indexCache                     int64
 	valueLogFileSize                           int64
+	// tableSizeMultiplier 1 keeps every table, and so the table builder's
+	// buffers, at baseTableSize on every level (Badger's default doubles it
+	// per level: 16 MiB and 32 MiB builders appeared with a 1 GiB backlog).
+	tableSizeMultiplier int
+	// trimMappings pages out Badger's mapped files (trim_linux.go).
+	trimMappings bool
+	// compression is the default of Config.Compression.
+	compression string
 }
 
 var profiles = map[string]profile{
-	// A Raspberry Pi Zero 2 W has 512 MiB for everything. Two 8 MiB memtables
-	// and 6 MiB of caches keep Badger near 40 MiB; the buffer reads each batch
-	// once, in order, so larger caches would not be hit anyway.
+	// A Raspberry Pi Zero 2 W has 512 MiB for everything. The sizes bound what
+	// Badger allocates on the Go heap (docs/buffer.md, "Memory"):
+	//   - two 2 MiB memtables, each a 2.6 MiB arena;
+	//   - level-0 tables are memtable-sized, and writes stall at 6 of them:
+	//     when compaction falls behind, Badger merges level-0 tables into one
+	//     (L0 to L0) in a builder that holds the whole result, so this bounds
+	//     that builder to 12 MiB (with 8 MiB memtables and a stall at 10 it
+	//     reached 62 MiB after a burst);
+	//   - 512 KiB tables on the other levels, at most 8 + 5 builders at once;
+	//   - 6 MiB of caches: the buffer reads each batch once, in order, so
+	//     larger caches would not be hit anyway.
 	ProfileDevice: {
-		memTableSize: 8 << 20, numMemtables: 2,
-		numL0: 4, numL0Stall: 10,
-		baseTableSize: 2 << 20, baseLevelSize: 8 << 20,
+		memTableSize: 2 << 20, numMemtables: 2,
+		numL0: 4, numL0Stall: 6,
+		baseTableSize: 512 << 10, baseLevelSize: 8 << 20, tableSizeMultiplier: 1,
 		numCompactors: 2,
 		blockCache:    4 << 20, indexCache: 2 << 20,
 		valueLogFileSize: 16 << 20,
+		trimMappings:     true,
+		// Snappy would shrink tables by a third, but compaction then keeps
+		// uncompressed blocks and compressed copies in up to 13 builders at
+		// once: the median agent RSS with a 1 GiB backlog rose from 58-62
+		// to 72-79 MiB (docs/buffer.md).
+		compression: CompressionNone,
 	},
 	ProfileServer: {
 		memTableSize: 64 << 20, numMemtables: 4,
@@ -48,6 +71,7 @@ var profiles = map[string]profile{
 		numCompactors: 4,
 		blockCache:    64 << 20, indexCache: 32 << 20,
 		valueLogFileSize: 64 << 20,
+		compression:      CompressionSnappy,
 	},
 }
 
@@ -65,7 +89,6 @@ func (c Config) badgerOptions(key []byte, log *slog.Logger) badger.Options {
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1).
 		WithMetricsEnabled(false).
-		WithCompression(options.Snappy).
 		WithMemTableSize(p.memTableSize).
 		WithNumMemtables(p.numMemtables).
 		WithNumLevelZeroTables(p.numL0).
@@ -78,6 +101,18 @@ func (c Config) badgerOptions(key []byte, log *slog.Logger) badger.Options {
 		WithValueLogFileSize(p.valueLogFileSize).
 		WithValueThreshold(valueThreshold).
 		WithNumGoroutines(2)
+	compression := c.Compression
+	if compression == "" {
+		compression = p.compression
+	}
+	if compression == CompressionSnappy {
+		o = o.WithCompression(options.Snappy)
+	} else {
+		o = o.WithCompression(options.None)
+	}
+	if p.tableSizeMultiplier > 0 {
+		o.TableSizeMultiplier = p.tableSizeMultiplier
+	}
 	if key != nil {
 		o = o.WithEncryptionKey(key)
 	}
@@ -244,6 +279,15 @@ func openStore(cfg Config, key []byte, log *slog.Logger) (*badger.DB, error) {
 	}
 	if err := checkMarker(cfg.Dir, cfg.EncryptionKeyFile, key); err != nil {
 		return nil, err
+	}
+	if profiles[cfg.Profile].trimMappings {
+		// Opening reads every table's index and first key, and the kernel
+		// maps the pages around each read: over 200 MiB with a 1 GiB backlog
+		// in 512 KiB tables, unless paged out as it goes.
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); trimLoop(ctx, cfg.Dir, 20*time.Millisecond, log) }()
+		defer func() { stop(); <-done; _, _ = trimMappings(cfg.Dir) }()
 	}
 	db, err := badger.Open(cfg.badgerOptions(key, log))
 	if err != nil {
