@@ -5,8 +5,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -288,25 +286,11 @@ func (a *Agent) connectNATS() (*nats.Conn, error) {
 		}
 		opts = append(opts, nats.UserInfo(c.User, pw))
 	}
-	if c.CAFile != "" || c.CertFile != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.CAFile != "" {
-			pem, err := os.ReadFile(c.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("read nats.ca_file: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, config.Invalid("nats.ca_file", c.CAFile, "a file with PEM certificates")
-			}
-		}
-		if c.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("load nats client certificate: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
+	tc, err := config.ClientTLS("nats", c.CAFile, c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
 		opts = append(opts, nats.Secure(tc))
 	}
 	nc, err := nats.Connect(c.URL, opts...)

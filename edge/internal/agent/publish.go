@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -47,25 +45,11 @@ func newLocalPublisher(c ingest.Config, clientID string, log *slog.Logger) (*loc
 		}
 		o.SetPassword(strings.TrimRight(string(pw), "\r\n"))
 	}
-	if c.CAFile != "" || c.CertFile != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.CAFile != "" {
-			pem, err := os.ReadFile(c.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("read mqtt.ca_file: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, config.Invalid("mqtt.ca_file", c.CAFile, "a file with PEM certificates")
-			}
-		}
-		if c.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("load mqtt client certificate: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
+	tc, err := config.ClientTLS("mqtt", c.CAFile, c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
 		o.SetTLSConfig(tc)
 	}
 	return &localPublisher{client: mqtt.NewClient(o), log: log}, nil

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"time"
-
-	"github.com/updraft-io/updraft/schemas/batch"
 )
 
 // End says which end of the queue Claim takes from.
@@ -57,13 +55,7 @@ func (b *Buffer) Claim(ctx context.Context, end End, maxAge time.Duration) (Seal
 			b.mu.Unlock()
 			rs, err := b.readBatch(m)
 			if err == nil {
-				return Sealed{
-					ID:       batch.ID{Edge: b.edge, Epoch: b.epoch, Seq: m.seq},
-					Kind:     streamKind(m.rec.stream),
-					Readings: rs,
-					SealedAt: time.Unix(0, m.rec.sealedAt).UTC(),
-					Replay:   m.replay || b.now().UnixNano()-m.rec.bornAt > int64(ReplayAge),
-				}, nil
+				return b.sealed(m, rs), nil
 			}
 			if errors.Is(err, ErrClosed) {
 				return Sealed{}, err

@@ -26,6 +26,17 @@ type Sealed struct {
 	Replay bool
 }
 
+// sealed is the Sealed form of batch m with its readings rs.
+func (b *Buffer) sealed(m *batchMeta, rs []schemas.Reading) Sealed {
+	return Sealed{
+		ID:       batch.ID{Edge: b.edge, Epoch: b.epoch, Seq: m.seq},
+		Kind:     streamKind(m.rec.stream),
+		Readings: rs,
+		SealedAt: time.Unix(0, m.rec.sealedAt).UTC(),
+		Replay:   m.replay || b.now().UnixNano()-m.rec.bornAt > int64(ReplayAge),
+	}
+}
+
 // Next blocks until a sealed batch with Seq > after exists and returns the
 // one with the lowest Seq, or until ctx ends or the buffer is closed. The
 // same batch is returned, identical, as long as it is not acknowledged. A
@@ -44,13 +55,7 @@ func (b *Buffer) Next(ctx context.Context, after uint64) (Sealed, error) {
 			b.mu.Unlock()
 			rs, err := b.readBatch(m)
 			if err == nil {
-				return Sealed{
-					ID:       batch.ID{Edge: b.edge, Epoch: b.epoch, Seq: m.seq},
-					Kind:     streamKind(m.rec.stream),
-					Readings: rs,
-					SealedAt: time.Unix(0, m.rec.sealedAt).UTC(),
-					Replay:   m.replay || b.now().UnixNano()-m.rec.bornAt > int64(ReplayAge),
-				}, nil
+				return b.sealed(m, rs), nil
 			}
 			if errors.Is(err, ErrClosed) {
 				return Sealed{}, err

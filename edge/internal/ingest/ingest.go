@@ -7,8 +7,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -154,25 +152,11 @@ func (in *Ingest) clientOptions() (*mqtt.ClientOptions, error) {
 		}
 		o.SetPassword(strings.TrimRight(string(pw), "\r\n"))
 	}
-	if in.cfg.CAFile != "" || in.cfg.CertFile != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if in.cfg.CAFile != "" {
-			pem, err := os.ReadFile(in.cfg.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("read mqtt.ca_file: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, config.Invalid("mqtt.ca_file", in.cfg.CAFile, "a file with PEM certificates")
-			}
-		}
-		if in.cfg.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(in.cfg.CertFile, in.cfg.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("load mqtt client certificate: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
+	tc, err := config.ClientTLS("mqtt", in.cfg.CAFile, in.cfg.CertFile, in.cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
 		o.SetTLSConfig(tc)
 	}
 	return o, nil
