@@ -27,11 +27,7 @@ func fmExternal(t *testing.T, name string) string {
 		if _, serr := os.Stat("/usr/sbin/" + name); serr == nil {
 			return "/usr/sbin/" + name
 		}
-		msg := fmt.Sprintf("%s is not installed (Debian package mosquitto / mosquitto-clients)", name)
-		if os.Getenv("UPDRAFT_REQUIRE_EXTERNAL") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		missingExternal(t, name, "mosquitto / mosquitto-clients")
 	}
 	return path
 }

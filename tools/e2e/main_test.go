@@ -137,3 +137,14 @@ func checkRaceReports(dir string) bool {
 	}
 	return ok
 }
+
+// missingExternal reports that program, from Debian package pkg, is not
+// installed: the test fails when UPDRAFT_REQUIRE_EXTERNAL=1 (as in CI) and is
+// skipped otherwise.
+func missingExternal(t testing.TB, program, pkg string) {
+	t.Helper()
+	if os.Getenv("UPDRAFT_REQUIRE_EXTERNAL") == "1" {
+		t.Fatalf("%s is not installed (Debian package %s) and UPDRAFT_REQUIRE_EXTERNAL=1", program, pkg)
+	}
+	t.Skipf("%s is not installed (Debian package %s); set UPDRAFT_REQUIRE_EXTERNAL=1 to fail instead", program, pkg)
+}

@@ -14,11 +14,7 @@ func sfQemu(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		msg := name + " is not installed (Debian package qemu-user-static)"
-		if os.Getenv("UPDRAFT_REQUIRE_EXTERNAL") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		missingExternal(t, name, "qemu-user-static")
 	}
 	return path
 }

@@ -27,10 +27,7 @@ func sfMosquitto(t testing.TB, extra string) *stack.Mosquitto {
 	t.Helper()
 	m, err := stack.StartMosquitto(t.TempDir(), extra)
 	if errors.Is(err, stack.ErrNoMosquitto) {
-		if os.Getenv("UPDRAFT_REQUIRE_EXTERNAL") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
+		missingExternal(t, "mosquitto", "mosquitto")
 	}
 	if err != nil {
 		t.Fatal(err)
