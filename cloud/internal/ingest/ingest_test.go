@@ -545,7 +545,7 @@ func TestLatencyWindow(t *testing.T) {
 		t.Fatalf("empty window = %+v", s)
 	}
 	for i := 1; i <= 250; i++ { // only 151..250 stay
-		w.add(time.Duration(i) * time.Millisecond)
+		w.addSince(int64(time.Duration(i)*time.Millisecond), []int64{0})
 	}
 	want := Latency{Samples: 100, P50: 200, P90: 240, P99: 249, Max: 250}
 	if s := w.summary(); s != want {

@@ -18,16 +18,6 @@ type latencyWindow struct {
 
 func newLatencyWindow(n int) *latencyWindow { return &latencyWindow{buf: make([]time.Duration, n)} }
 
-func (w *latencyWindow) add(d time.Duration) {
-	w.mu.Lock()
-	w.buf[w.next] = d
-	w.next++
-	if w.next == len(w.buf) {
-		w.next, w.full = 0, true
-	}
-	w.mu.Unlock()
-}
-
 // addSince adds at minus each of the times (ns) under one lock.
 func (w *latencyWindow) addSince(at int64, ts []int64) {
 	w.mu.Lock()

@@ -417,23 +417,20 @@ func (c *cursor) defLevels() ([]int16, int16) {
 	return nil, 0
 }
 
-// strings calls fn with each selected row's value; valid is false for a
-// null, and v is valid only during the call.
-func (c *cursor) strings(sel []rowRange, fn func(row int64, v []byte, valid bool)) error {
-	cr, ok := c.cr.(*file.ByteArrayColumnChunkReader)
-	if !ok {
-		return fmt.Errorf("column %s is %s, want a string", c.cr.Descriptor().Name(), c.cr.Type())
-	}
+// values reads the selected rows of a column with read (a column chunk
+// reader's ReadBatchInPage, into buf) and calls fn with each row's value;
+// valid is false for a null.
+func values[T any](c *cursor, sel []rowRange, buf []T,
+	read func(n int64, vals []T, defs, reps []int16) (int64, int, error), fn func(row int64, v T, valid bool)) error {
 	defs, maxDef := c.defLevels()
+	var zero T
 	return c.each(sel, func(row, n int64) (int64, error) {
-		// In one page, values point into the page or its dictionary
-		// instead of being copied.
-		lvls, nv, err := cr.ReadBatchInPage(n, c.s.bytes, defs, nil)
+		lvls, nv, err := read(n, buf, defs, nil)
 		if err != nil {
 			return 0, err
 		}
 		if defs == nil {
-			for k, v := range c.s.bytes[:nv] {
+			for k, v := range buf[:nv] {
 				fn(row+int64(k), v, true)
 			}
 			return lvls, nil
@@ -441,47 +438,34 @@ func (c *cursor) strings(sel []rowRange, fn func(row int64, v []byte, valid bool
 		k := 0
 		for j, d := range defs[:lvls] {
 			if d == maxDef {
-				fn(row+int64(j), c.s.bytes[k], true)
+				fn(row+int64(j), buf[k], true)
 				k++
 			} else {
-				fn(row+int64(j), nil, false)
+				fn(row+int64(j), zero, false)
 			}
 		}
 		return lvls, nil
 	})
 }
 
-// match returns the selected rows whose value is v.
-func (c *cursor) match(sel []rowRange, v string) ([]rowRange, error) {
+// strings calls fn with each selected row's value; valid is false for a
+// null, and v is valid only during the call: in one page, values point into
+// the page or its dictionary instead of being copied.
+func (c *cursor) strings(sel []rowRange, fn func(row int64, v []byte, valid bool)) error {
 	cr, ok := c.cr.(*file.ByteArrayColumnChunkReader)
 	if !ok {
-		return nil, fmt.Errorf("column %s is %s, want a string", c.cr.Descriptor().Name(), c.cr.Type())
+		return fmt.Errorf("column %s is %s, want a string", c.cr.Descriptor().Name(), c.cr.Type())
 	}
-	defs, maxDef := c.defLevels()
+	return values(c, sel, c.s.bytes, cr.ReadBatchInPage, func(row int64, v parquet.ByteArray, valid bool) { fn(row, v, valid) })
+}
+
+// match returns the selected rows whose value is v.
+func (c *cursor) match(sel []rowRange, v string) ([]rowRange, error) {
 	var out []rowRange
-	err := c.each(sel, func(row, n int64) (int64, error) {
-		lvls, nv, err := cr.ReadBatchInPage(n, c.s.bytes, defs, nil)
-		if err != nil {
-			return 0, err
+	err := c.strings(sel, func(row int64, b []byte, valid bool) {
+		if valid && string(b) == v {
+			out = appendRow(out, row)
 		}
-		if defs == nil {
-			for k, b := range c.s.bytes[:nv] {
-				if string(b) == v {
-					out = appendRow(out, row+int64(k))
-				}
-			}
-			return lvls, nil
-		}
-		k := 0
-		for j, d := range defs[:lvls] {
-			if d == maxDef {
-				if string(c.s.bytes[k]) == v {
-					out = appendRow(out, row+int64(j))
-				}
-				k++
-			}
-		}
-		return lvls, nil
 	})
 	return out, err
 }
@@ -492,26 +476,10 @@ func (c *cursor) int64s(sel []rowRange, fn func(row, v int64)) error {
 	if !ok {
 		return fmt.Errorf("column %s is %s, want int64", c.cr.Descriptor().Name(), c.cr.Type())
 	}
-	defs, maxDef := c.defLevels()
-	return c.each(sel, func(row, n int64) (int64, error) {
-		lvls, nv, err := cr.ReadBatchInPage(n, c.s.ints, defs, nil)
-		if err != nil {
-			return 0, err
+	return values(c, sel, c.s.ints, cr.ReadBatchInPage, func(row, v int64, valid bool) {
+		if valid {
+			fn(row, v)
 		}
-		if defs == nil {
-			for k, v := range c.s.ints[:nv] {
-				fn(row+int64(k), v)
-			}
-			return lvls, nil
-		}
-		k := 0
-		for j, d := range defs[:lvls] {
-			if d == maxDef {
-				fn(row+int64(j), c.s.ints[k])
-				k++
-			}
-		}
-		return lvls, nil
 	})
 }
 
@@ -521,29 +489,7 @@ func (c *cursor) float64s(sel []rowRange, fn func(row int64, v float64)) error {
 	if !ok {
 		return fmt.Errorf("column %s is %s, want double", c.cr.Descriptor().Name(), c.cr.Type())
 	}
-	defs, maxDef := c.defLevels()
-	return c.each(sel, func(row, n int64) (int64, error) {
-		lvls, nv, err := cr.ReadBatchInPage(n, c.s.floats, defs, nil)
-		if err != nil {
-			return 0, err
-		}
-		if defs == nil {
-			for k, v := range c.s.floats[:nv] {
-				fn(row+int64(k), v)
-			}
-			return lvls, nil
-		}
-		k := 0
-		for j, d := range defs[:lvls] {
-			if d == maxDef {
-				fn(row+int64(j), c.s.floats[k])
-				k++
-			} else {
-				fn(row+int64(j), 0)
-			}
-		}
-		return lvls, nil
-	})
+	return values(c, sel, c.s.floats, cr.ReadBatchInPage, func(row int64, v float64, _ bool) { fn(row, v) })
 }
 
 // constantString reports, from its statistics, whether column col holds

@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -279,15 +278,6 @@ func openStore(cfg Config, key []byte, log *slog.Logger) (*badger.DB, error) {
 	}
 	if err := checkMarker(cfg.Dir, cfg.EncryptionKeyFile, key); err != nil {
 		return nil, err
-	}
-	if profiles[cfg.Profile].trimMappings {
-		// Opening reads every table's index and first key, and the kernel
-		// maps the pages around each read: over 200 MiB with a 1 GiB backlog
-		// in 512 KiB tables, unless paged out as it goes.
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); trimLoop(ctx, cfg.Dir, 20*time.Millisecond, log) }()
-		defer func() { stop(); <-done; _, _ = trimMappings(cfg.Dir) }()
 	}
 	db, err := badger.Open(cfg.badgerOptions(key, log))
 	if err != nil {

@@ -78,6 +78,7 @@ type Ingest struct {
 	sink   Sink
 	log    *slog.Logger
 	client mqtt.Client
+	done   chan struct{} // closed when Run returns
 
 	connected atomic.Bool
 	received  atomic.Uint64
@@ -101,7 +102,7 @@ func New(cfg Config, edge schemas.EdgeID, subs []decode.Subscription, dec *decod
 	if cfg.ClientID == "" {
 		cfg.ClientID = "updraft-" + edge.Region + "-" + edge.Site + "-" + edge.Edge
 	}
-	in := &Ingest{cfg: cfg, subs: subs, dec: dec, sink: sink, log: log}
+	in := &Ingest{cfg: cfg, subs: subs, dec: dec, sink: sink, log: log, done: make(chan struct{})}
 	in.mMessages = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_mqtt_messages_total", Help: "MQTT messages received."})
 	in.mReadings = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_readings_accepted_total", Help: "Readings decoded and handed to the buffer."})
 	in.mRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "updraft_edge_messages_rejected_total",
@@ -199,7 +200,11 @@ func (in *Ingest) subscribe(c mqtt.Client) {
 			return // the next connect subscribes again
 		}
 		in.log.Error("mqtt subscribe failed; retrying", "filters", filters, "err", err, "retry_in", delay)
-		time.Sleep(delay)
+		select {
+		case <-time.After(delay):
+		case <-in.done:
+			return
+		}
 		delay = min(2*delay, time.Minute)
 		if !c.IsConnectionOpen() {
 			return
@@ -286,6 +291,7 @@ func (in *Ingest) Connected() bool { return in.connected.Load() }
 // until ctx ends.
 func (in *Ingest) Run(ctx context.Context) error {
 	in.log.Info("connecting to mqtt broker", "broker", in.cfg.Broker)
+	defer close(in.done)
 	in.client.Connect() // with ConnectRetry the token completes only once connected
 	<-ctx.Done()
 	// Disconnect without waiting for in-flight handlers to be acked: anything
