@@ -34,6 +34,7 @@ var (
 	footprintBacklog config.ByteSize = 1 << 30
 	footprintPhase                   = flag.Duration("footprint.phase", 60*time.Second, "BenchmarkBacklogFootprint: length of the outage and of the drain phase")
 	footprintRate                    = flag.Float64("footprint.rate", 10000, "BenchmarkBacklogFootprint: MQTT messages/s (3 readings each)")
+	footprintConfig                  = flag.String("footprint.config", "", "BenchmarkBacklogFootprint: YAML appended to the agent's configuration, e.g. 'memory_limit: 40MiB'")
 	footprintSeed                    = flag.String("footprint.seed", "", "BenchmarkBacklogFootprint: keep the prefilled buffer in this directory and reuse it on later runs")
 )
 
@@ -105,7 +106,7 @@ mqtt: {broker: "tcp://%s"}
 buffer: {dir: %q, max_bytes: 8GiB}
 nats: {url: "nats://%s"}
 http: {addr: %q}
-`, mqttAddr, bufDir, natsAddr, httpAddr)
+`, mqttAddr, bufDir, natsAddr, httpAddr) + *footprintConfig + "\n"
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
 		b.Fatal(err)
 	}

@@ -170,7 +170,7 @@ func Open(cfg Config, edge schemas.EdgeID, log *slog.Logger, reg prometheus.Regi
 		// paged out as it goes.
 		ctx, stop := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { defer close(done); trimLoop(ctx, cfg.Dir, 20*time.Millisecond, log) }()
+		go func() { defer close(done); trimLoop(ctx, cfg.Dir, log) }()
 		defer func() { stop(); <-done; _, _ = trimMappings(cfg.Dir) }()
 	}
 	db, err := openStore(cfg, key, log)

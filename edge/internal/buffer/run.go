@@ -138,32 +138,48 @@ func (b *Buffer) step(housekeeping bool) error {
 	return nil
 }
 
-// trimEvery is how often Badger's mapped files are paged out. Compaction
-// reads and writes tables through their mappings at tens of MiB/s during a
-// catch-up, so a second would let that much become resident in between;
-// one pass costs about a millisecond with a 1 GiB backlog (2,000 tables).
-const trimEvery = 250 * time.Millisecond
+// The mapped files' resident size is checked every trimPoll (a read of
+// /proc/self/statm, a few microseconds), and they are paged out once it has
+// grown trimSlack past what the last pass left, or trimMax after it. A pass
+// is not cheap: with a 1 GiB backlog (2,000 tables) it took 10-40 ms when
+// idle and 50-150 ms while compaction ran, so a fixed period of 100 ms spent
+// a tenth of a core or more even with nothing to page out. Compaction reads
+// and writes tables through their mappings at up to a few hundred MiB/s
+// during a catch-up, which this bounds by how fast it is seen.
+const (
+	trimPoll  = 10 * time.Millisecond
+	trimSlack = 8 << 20
+	trimMax   = 10 * time.Second
+)
 
 // trimmer keeps Badger's mapped files out of the resident set
 // (trimMappings) until ctx ends, when the profile asks for it.
 func (b *Buffer) trimmer(ctx context.Context) {
 	if profiles[b.cfg.Profile].trimMappings {
-		trimLoop(ctx, b.cfg.Dir, trimEvery, b.log)
+		trimLoop(ctx, b.cfg.Dir, b.log)
 	}
 }
 
-func trimLoop(ctx context.Context, dir string, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
+func trimLoop(ctx context.Context, dir string, log *slog.Logger) {
+	t := time.NewTicker(trimPoll)
 	defer t.Stop()
+	floor, last := int64(-1), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		if r, err := residentFileBytes(); err == nil && floor >= 0 && r-floor < trimSlack && time.Since(last) < trimMax {
+			continue
+		}
 		if _, err := trimMappings(dir); err != nil {
 			log.Warn("buffer: cannot page out Badger's mapped files; resident memory will include the tables read and written", "err", err)
 			return
+		}
+		last = time.Now()
+		if r, err := residentFileBytes(); err == nil {
+			floor = r
 		}
 	}
 }

@@ -80,6 +80,12 @@ var profiles = map[string]profile{
 // cannot reclaim a queue's small entries.
 const valueThreshold = 256 << 10
 
+// blockSize fits a whole chunk (maxChunkBytes and its key) in one table
+// block. With Badger's 4 KiB default, a table builder grows the block a
+// 32 KiB chunk lands in by doubling, 4 to 64 KiB, and its arena keeps every
+// step: about four times the table's size per builder.
+const blockSize = maxChunkBytes + 4<<10
+
 func (c Config) badgerOptions(key []byte, log *slog.Logger) badger.Options {
 	p := profiles[c.Profile]
 	o := badger.DefaultOptions(c.Dir).
@@ -99,6 +105,7 @@ func (c Config) badgerOptions(key []byte, log *slog.Logger) badger.Options {
 		WithIndexCacheSize(p.indexCache).
 		WithValueLogFileSize(p.valueLogFileSize).
 		WithValueThreshold(valueThreshold).
+		WithBlockSize(blockSize).
 		WithNumGoroutines(2)
 	compression := c.Compression
 	if compression == "" {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,6 +64,32 @@ func trimMappings(dir string) (int64, error) {
 		advised += int64(end - start)
 	}
 	return advised, sc.Err()
+}
+
+// residentFileBytes is how much of the process's file mappings is resident
+// (RssFile plus RssShmem): the third field of /proc/self/statm, in pages.
+// Reading it costs a few microseconds, against a millisecond or more for a
+// pass of trimMappings.
+func residentFileBytes() (int64, error) {
+	var buf [128]byte
+	f, err := os.Open("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.Read(buf[:])
+	f.Close()
+	if err != nil {
+		return 0, err
+	}
+	fields := bytes.Fields(buf[:n])
+	if len(fields) < 3 {
+		return 0, fmt.Errorf("/proc/self/statm: unexpected %q", buf[:n])
+	}
+	pages, err := strconv.ParseInt(string(fields[2]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/self/statm: %w", err)
+	}
+	return pages * int64(os.Getpagesize()), nil
 }
 
 var errTrimUnsupported = errors.New("madvise(MADV_PAGEOUT) is not supported by this kernel")
