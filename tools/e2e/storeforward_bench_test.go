@@ -113,6 +113,18 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				start := time.Now()
 				b.ResetTimer()
 				sfBenchPublish(b, mq.URL(), topics, payloads)
+				commits := func() float64 {
+					var st struct {
+						Buffer struct {
+							Commits float64 `json:"commits"`
+						} `json:"buffer"`
+					}
+					if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err != nil {
+						b.Fatal(err)
+					}
+					return st.Buffer.Commits
+				}
+				c0 := commits()
 				var sent float64
 				deadline := time.Now().Add(2 * time.Minute)
 				for sent < 4*messages {
@@ -131,6 +143,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				}
 				el := time.Since(start)
 				b.StopTimer()
+				c1 := commits()
 				close(stop)
 				<-sampled
 				w1, _ := stack.ProcWriteBytes(pid)
@@ -146,6 +159,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				b.ReportMetric(ceiling, "ceiling-msgs/s")
 				b.ReportMetric(100*rate/ceiling, "%-of-ceiling")
 				b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-RSS-MiB")
+				b.ReportMetric(messages/(c1-c0), "msgs/commit")
 				b.ReportMetric(float64(w1-w0)/(4*messages), "disk-B/reading")
 				b.ReportMetric(float64(streamed.Bytes)/(4*messages), "wire-B/reading")
 				b.Logf("%s", strings.Join([]string{

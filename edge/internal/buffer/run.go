@@ -163,6 +163,12 @@ func (b *Buffer) trimmer(ctx context.Context) {
 func trimLoop(ctx context.Context, dir string, log *slog.Logger) {
 	t := time.NewTicker(trimPoll)
 	defer t.Stop()
+	res, err := openResidentFiles()
+	if err != nil {
+		res = nil // page out every trimMax
+	} else {
+		defer res.close()
+	}
 	floor, last := int64(-1), time.Time{}
 	for {
 		select {
@@ -170,16 +176,23 @@ func trimLoop(ctx context.Context, dir string, log *slog.Logger) {
 			return
 		case <-t.C:
 		}
-		if r, err := residentFileBytes(); err == nil && floor >= 0 && r-floor < trimSlack && time.Since(last) < trimMax {
-			continue
+		if time.Since(last) < trimMax {
+			if res == nil {
+				continue
+			}
+			if r, err := res.bytes(); err == nil && floor >= 0 && r-floor < trimSlack {
+				continue
+			}
 		}
 		if _, err := trimMappings(dir); err != nil {
 			log.Warn("buffer: cannot page out Badger's mapped files; resident memory will include the tables read and written", "err", err)
 			return
 		}
 		last = time.Now()
-		if r, err := residentFileBytes(); err == nil {
-			floor = r
+		if res != nil {
+			if r, err := res.bytes(); err == nil {
+				floor = r
+			}
 		}
 	}
 }

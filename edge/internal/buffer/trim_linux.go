@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -66,24 +67,32 @@ func trimMappings(dir string) (int64, error) {
 	return advised, sc.Err()
 }
 
-// residentFileBytes is how much of the process's file mappings is resident
+// residentFiles reads how much of the process's file mappings is resident
 // (RssFile plus RssShmem): the third field of /proc/self/statm, in pages.
-// Reading it costs a few microseconds, against a millisecond or more for a
-// pass of trimMappings.
-func residentFileBytes() (int64, error) {
-	var buf [128]byte
+// The file stays open and is read again from offset 0 each time, which the
+// kernel regenerates: a few microseconds, against milliseconds for a pass of
+// trimMappings.
+type residentFiles struct {
+	f   *os.File
+	buf [128]byte
+}
+
+func openResidentFiles() (*residentFiles, error) {
 	f, err := os.Open("/proc/self/statm")
 	if err != nil {
+		return nil, err
+	}
+	return &residentFiles{f: f}, nil
+}
+
+func (r *residentFiles) bytes() (int64, error) {
+	n, err := r.f.ReadAt(r.buf[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return 0, err
 	}
-	n, err := f.Read(buf[:])
-	f.Close()
-	if err != nil {
-		return 0, err
-	}
-	fields := bytes.Fields(buf[:n])
+	fields := bytes.Fields(r.buf[:n])
 	if len(fields) < 3 {
-		return 0, fmt.Errorf("/proc/self/statm: unexpected %q", buf[:n])
+		return 0, fmt.Errorf("/proc/self/statm: unexpected %q", r.buf[:n])
 	}
 	pages, err := strconv.ParseInt(string(fields[2]), 10, 64)
 	if err != nil {
@@ -91,5 +100,7 @@ func residentFileBytes() (int64, error) {
 	}
 	return pages * int64(os.Getpagesize()), nil
 }
+
+func (r *residentFiles) close() { r.f.Close() }
 
 var errTrimUnsupported = errors.New("madvise(MADV_PAGEOUT) is not supported by this kernel")

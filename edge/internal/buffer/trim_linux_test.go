@@ -33,7 +33,12 @@ func TestTrimMappings(t *testing.T) {
 	}
 	defer unix.Munmap(m)
 
-	before, err := residentFileBytes()
+	res, err := openResidentFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.close()
+	before, err := res.bytes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +46,7 @@ func TestTrimMappings(t *testing.T) {
 	for i := 0; i < size; i += 4096 {
 		sum += int(m[i])
 	}
-	touched, err := residentFileBytes()
+	touched, err := res.bytes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +66,7 @@ func TestTrimMappings(t *testing.T) {
 	if advised < size {
 		t.Fatalf("advised %d bytes, want at least the %d-byte mapping", advised, size)
 	}
-	after, err := residentFileBytes()
+	after, err := res.bytes()
 	if err != nil {
 		t.Fatal(err)
 	}
