@@ -138,6 +138,7 @@ func (in *Ingest) clientOptions() (*mqtt.ClientOptions, error) {
 		// runs; without a default handler those messages are never acked.
 		SetDefaultPublishHandler(in.handle).
 		SetOnConnectHandler(in.onConnect).
+		SetCustomOpenConnectionFn(dial).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			in.connected.Store(false)
 			in.mConn.Set(0)

@@ -1,0 +1,191 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/updraft-io/updraft/edge/internal/buffer"
+	"github.com/updraft-io/updraft/edge/internal/decode"
+	"github.com/updraft-io/updraft/schemas"
+)
+
+// recordingSink acknowledges at once and keeps what it was given.
+type recordingSink struct {
+	mu       sync.Mutex
+	readings int
+	dead     [][]byte
+}
+
+func (s *recordingSink) AppendMessage(_ string, rs []schemas.Reading, _ buffer.Message, done func(error)) {
+	s.mu.Lock()
+	s.readings += len(rs)
+	s.mu.Unlock()
+	done(nil)
+}
+
+func (s *recordingSink) AppendDeadLetter(d buffer.DeadLetter, done func(error)) {
+	s.mu.Lock()
+	s.dead = append(s.dead, bytes.Clone(d.Payload))
+	s.mu.Unlock()
+	done(nil)
+}
+
+func (s *recordingSink) counts() (int, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readings, len(s.dead)
+}
+
+// TestBrokerSchemes receives through every kind of broker URL the agent
+// accepts (plain TCP, TLS, websocket) with the buffered connection: JSON
+// readings are decoded, and payloads of up to 40 KiB, longer than the read
+// buffer and needing multi-byte lengths, arrive byte for byte.
+func TestBrokerSchemes(t *testing.T) {
+	der, key := selfSigned(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
+	tlsL := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: tlsCfg})
+	wsAddr := freeAddr(t)
+	ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr})
+	for _, l := range []listeners.Listener{tcp, tlsL, ws} {
+		if err := srv.AddListener(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+
+	for _, tc := range []struct{ name, url, ca string }{
+		{"tcp", "tcp://" + tcp.Address(), ""},
+		{"ssl", "ssl://" + tlsL.Address(), caFile},
+		{"ws", "ws://" + wsAddr, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			edge := schemas.EdgeID{Region: "local", Site: "lab", Edge: "edge-" + tc.name}
+			dcfg := decode.DefaultConfig()
+			dcfg.MaxPayloadBytes = 1 << 20
+			dec, err := decode.New(dcfg, edge, time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sink := new(recordingSink)
+			cfg := DefaultConfig()
+			cfg.Broker, cfg.CAFile, cfg.ClientID = tc.url, tc.ca, "ingest-"+tc.name
+			in, err := New(cfg, edge, dcfg.Subscriptions, dec, sink, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			ran := make(chan error, 1)
+			go func() { ran <- in.Run(ctx) }()
+			defer func() { cancel(); <-ran }()
+			waitFor(t, "subscribed", in.Connected)
+
+			pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + tcp.Address()).SetClientID("pub-" + tc.name))
+			if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatalf("connect publisher: %v", tok.Error())
+			}
+			defer pub.Disconnect(100)
+			rng := rand.New(rand.NewPCG(1, 2))
+			const readingsMsgs, rawMsgs = 500, 40
+			var raws [][]byte
+			var toks []mqtt.Token
+			for i := range readingsMsgs {
+				toks = append(toks, pub.Publish(fmt.Sprintf("devices/dev-%d/telemetry", i%7), 1, false,
+					fmt.Sprintf(`{"ts":%d,"temperature":%d.5,"humidity":%d}`, time.Now().UnixMilli(), i%40, i%90)))
+				if i%12 == 0 && len(raws) < rawMsgs {
+					p := make([]byte, 1+rng.IntN(40<<10))
+					for j := range p {
+						p[j] = byte(rng.Uint32())
+					}
+					p[0] = 0xff // never JSON: dead-lettered with its bytes
+					raws = append(raws, p)
+					toks = append(toks, pub.Publish("devices/raw/telemetry", 1, false, p))
+				}
+			}
+			for _, tok := range toks {
+				if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+					t.Fatalf("publish: %v", tok.Error())
+				}
+			}
+			waitFor(t, "every message", func() bool {
+				r, d := sink.counts()
+				return r == 2*readingsMsgs && d == len(raws)
+			})
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			for i, p := range sink.dead {
+				if !bytes.Equal(p, raws[i]) {
+					t.Fatalf("payload %d: got %d bytes, want %d, different content", i, len(p), len(raws[i]))
+				}
+			}
+		})
+	}
+}
+
+func selfSigned(t *testing.T) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, key
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
