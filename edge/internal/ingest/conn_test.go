@@ -110,7 +110,13 @@ func TestBrokerSchemes(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			ran := make(chan error, 1)
 			go func() { ran <- in.Run(ctx) }()
-			defer func() { cancel(); <-ran }()
+			defer func() {
+				cancel()
+				select {
+				case <-ran:
+				default:
+				}
+			}()
 			waitFor(t, "subscribed", in.Connected)
 
 			pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + tcp.Address()).SetClientID("pub-" + tc.name))
@@ -145,11 +151,31 @@ func TestBrokerSchemes(t *testing.T) {
 				return r == 2*readingsMsgs && d == len(raws)
 			})
 			sink.mu.Lock()
-			defer sink.mu.Unlock()
 			for i, p := range sink.dead {
 				if !bytes.Equal(p, raws[i]) {
 					t.Fatalf("payload %d: got %d bytes, want %d, different content", i, len(p), len(raws[i]))
 				}
+			}
+			sink.mu.Unlock()
+
+			// Every PUBACK reached the broker: the persistent session,
+			// resumed by a new client, gets nothing re-sent.
+			cancel()
+			<-ran
+			again := new(recordingSink)
+			in2, err := New(cfg, edge, dcfg.Subscriptions, dec, again, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx2, cancel2 := context.WithCancel(context.Background())
+			ran2 := make(chan error, 1)
+			go func() { ran2 <- in2.Run(ctx2) }()
+			waitFor(t, "subscribed again", in2.Connected)
+			time.Sleep(500 * time.Millisecond)
+			cancel2()
+			<-ran2
+			if r, d := again.counts(); r != 0 || d != 0 {
+				t.Errorf("the broker re-sent %d readings and %d raw payloads: their PUBACKs were lost", r, d)
 			}
 		})
 	}
@@ -187,5 +213,60 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestBufferedConnWrites writes many small packets from one goroutine, as
+// paho does, some past maxPending at once, and checks that the peer reads
+// every byte in order, that Close sends what is pending, and that writing
+// after Close fails.
+func TestBufferedConnWrites(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		s, err := l.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer s.Close()
+		var all bytes.Buffer
+		_, _ = all.ReadFrom(s)
+		got <- all.Bytes()
+	}()
+	raw, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newBufferedConn(raw)
+	var want bytes.Buffer
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 20_000 {
+		n := 4
+		if i%1000 == 0 {
+			n = maxPending + rng.IntN(maxPending) // sent by Write itself
+		}
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(rng.Uint32())
+		}
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		want.Write(p)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte{1}); err == nil {
+		t.Error("a write after Close succeeded")
+	}
+	b := <-got
+	if !bytes.Equal(b, want.Bytes()) {
+		t.Fatalf("peer read %d bytes, want %d, or they differ", len(b), want.Len())
 	}
 }
