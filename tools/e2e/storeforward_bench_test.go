@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,13 +16,32 @@ import (
 )
 
 // sfBenchPayloads are the messages of the ingest benchmark: four readings
-// each, 50 devices, like the proofs' workload.
-func sfBenchPayloads(n int) (topics, payloads []string) {
-	base := time.Now().Add(-time.Minute).UnixMilli()
+// each from 50 devices, every device reporting every 100 ms.
+//
+// With smooth, the values follow slow sine waves, like the simulator's
+// default indoor-climate workload: the local stack's rules (deploy/local/
+// edge.yaml) stay quiet, as they would on a real site. Without it, every
+// device's temperature steps by 10 degrees from one reading to the next, so
+// that its rate rule raises or resolves an alert on every reading and its
+// threshold rule every fourth: an alert storm, which the agent then
+// publishes, logs and buffers as events next to the readings.
+func sfBenchPayloads(n int, smooth bool) (topics, payloads []string) {
+	const devices, every = 50, 100 // ms
+	base := time.Now().Add(-time.Duration(n/devices*every)*time.Millisecond - time.Minute).UnixMilli()
 	for i := range n {
-		topics = append(topics, fmt.Sprintf("devices/dev-%05d/telemetry", i%50+1))
-		payloads = append(payloads, fmt.Sprintf(`{"ts":%d,"temperature":%d.5,"humidity":%d.25,"pressure":1013.%d,"voltage":3.%d}`,
-			base+int64(i/50), i%40, i%90, i%10, i%9))
+		d, k := i%devices, i/devices
+		topics = append(topics, fmt.Sprintf("devices/dev-%05d/telemetry", d+1))
+		ts := base + int64(k*every)
+		if !smooth {
+			payloads = append(payloads, fmt.Sprintf(`{"ts":%d,"temperature":%d.5,"humidity":%d.25,"pressure":1013.%d,"voltage":3.%d}`,
+				ts, i%40, i%90, i%10, i%9))
+			continue
+		}
+		t := float64(k*every) / 1000 // seconds
+		phase := float64(d) * 0.7
+		payloads = append(payloads, fmt.Sprintf(`{"ts":%d,"temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"voltage":%.3f}`,
+			ts, 21+3*math.Sin(2*math.Pi*t/600+phase), 45+8*math.Sin(2*math.Pi*t/900+phase), 1013.2+1.5*math.Sin(2*math.Pi*t/1800+phase),
+			3.3-0.0001*t))
 	}
 	return topics, payloads
 }
@@ -84,11 +104,20 @@ func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string
 //	go test -run '^$' -bench StoreForwardIngest -benchtime 1x ./tools/e2e/
 func BenchmarkStoreForwardIngest(b *testing.B) {
 	const messages = 200_000
-	for _, inflight := range []int{20, 1000} {
-		b.Run("max_inflight_messages="+strconv.Itoa(inflight), func(b *testing.B) {
+	for _, c := range []struct {
+		name     string
+		inflight int
+		smooth   bool
+	}{
+		{"max_inflight_messages=20", 20, true},
+		{"max_inflight_messages=1000", 1000, true},
+		{"alert_storm/max_inflight_messages=20", 20, false},
+	} {
+		inflight := c.inflight
+		b.Run(c.name, func(b *testing.B) {
 			for range b.N {
 				mq := sfMosquitto(b, fmt.Sprintf("max_inflight_messages %d", inflight))
-				topics, payloads := sfBenchPayloads(messages)
+				topics, payloads := sfBenchPayloads(messages, c.smooth)
 				ceiling := sfBenchCeiling(b, mq, topics, payloads)
 
 				s, _ := sfStack(b, sfOptions{mqttURL: mq.URL(), noCloud: true, edgeEnv: []string{"GOMAXPROCS=1"}})
@@ -110,9 +139,6 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 						}
 					}
 				}()
-				start := time.Now()
-				b.ResetTimer()
-				sfBenchPublish(b, mq.URL(), topics, payloads)
 				commits := func() float64 {
 					var st struct {
 						Buffer struct {
@@ -125,6 +151,9 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 					return st.Buffer.Commits
 				}
 				c0 := commits()
+				start := time.Now()
+				b.ResetTimer()
+				sfBenchPublish(b, mq.URL(), topics, payloads)
 				var sent float64
 				deadline := time.Now().Add(2 * time.Minute)
 				for sent < 4*messages {
@@ -144,6 +173,16 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				el := time.Since(start)
 				b.StopTimer()
 				c1 := commits()
+				alerts := 0.0
+				if out, err := httpGet(s.URL(stack.Edge) + "/metrics"); err == nil {
+					for _, line := range strings.Split(string(out), "\n") {
+						if strings.HasPrefix(line, "updraft_edge_alerts_total{") {
+							if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+								alerts += v
+							}
+						}
+					}
+				}
 				close(stop)
 				<-sampled
 				w1, _ := stack.ProcWriteBytes(pid)
@@ -160,6 +199,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				b.ReportMetric(100*rate/ceiling, "%-of-ceiling")
 				b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-RSS-MiB")
 				b.ReportMetric(messages/(c1-c0), "msgs/commit")
+				b.ReportMetric(alerts/messages, "alerts/msg")
 				b.ReportMetric(float64(w1-w0)/(4*messages), "disk-B/reading")
 				b.ReportMetric(float64(streamed.Bytes)/(4*messages), "wire-B/reading")
 				b.Logf("%s", strings.Join([]string{
