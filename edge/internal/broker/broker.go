@@ -221,10 +221,23 @@ func (b *Broker) Run(ctx context.Context) error {
 }
 
 func (b *Broker) close() {
-	b.closeOnce.Do(func() {
-		// Close never fails; it waits for every client's goroutines.
-		_ = b.srv.Close()
+	b.closeOnce.Do(func() { _ = CloseServer(b.srv) })
+}
+
+// CloseServer shuts a mochi server down: it disconnects every client, waits
+// for their goroutines, and stops the hooks. mochi's own Close can deadlock
+// (mochi-mqtt/server#488): it read-locks the client list twice, and a client
+// leaving in between asks for the write lock. Closing the listeners first,
+// with a closer that locks once, leaves Close no client to look for.
+func CloseServer(srv *mqtt.Server) error {
+	srv.Listeners.CloseAll(func(listener string) {
+		for _, cl := range srv.Clients.GetAll() {
+			if cl.Net.Listener == listener && !cl.Closed() {
+				_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
 	})
+	return srv.Close()
 }
 
 // authHook accepts everyone when no users are configured, else only the

@@ -26,6 +26,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/updraft-io/updraft/edge/internal/broker"
 	"github.com/updraft-io/updraft/edge/internal/buffer"
 	"github.com/updraft-io/updraft/edge/internal/decode"
 	"github.com/updraft-io/updraft/schemas"
@@ -85,7 +86,7 @@ func TestBrokerSchemes(t *testing.T) {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() { _ = broker.CloseServer(srv) })
 
 	for _, tc := range []struct{ name, url, ca string }{
 		{"tcp", "tcp://" + tcp.Address(), ""},

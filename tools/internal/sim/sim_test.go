@@ -21,6 +21,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 
@@ -51,8 +52,23 @@ func startBroker(t testing.TB) string {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() { closeBroker(srv) })
 	return "tcp://" + tcp.Address()
+}
+
+// closeBroker stops srv the way the agent's embedded broker does
+// (edge/internal/broker.CloseServer, which this tree cannot import):
+// mochi's own Close can deadlock (mochi-mqtt/server#488) when a client
+// leaves while it looks up the listener's clients.
+func closeBroker(srv *mochi.Server) {
+	srv.Listeners.CloseAll(func(listener string) {
+		for _, cl := range srv.Clients.GetAll() {
+			if cl.Net.Listener == listener && !cl.Closed() {
+				_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
+	})
+	_ = srv.Close()
 }
 
 type received struct {
