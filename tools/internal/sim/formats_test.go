@@ -191,12 +191,22 @@ func TestSparkplugRebirthOnRequest(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	defer host.Disconnect(100)
+	// The request goes out at QoS 0 once the node and both devices are born
+	// (a device first born after the request is born only once), and again
+	// every 100 ms until the node is born a second time: the node subscribes
+	// to its commands as it connects, and a request that arrives before the
+	// subscription is dropped.
 	go func() {
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
-			if n, _ := births(); n > 0 {
-				host.Publish("spBv1.0/updraft/NCMD/node-1", 0, false, []byte{0x12, 0x02, 0x0a, 0x00})
+			n, d := births()
+			if n >= 2 {
 				return
+			}
+			if n > 0 && d >= 2 {
+				host.Publish("spBv1.0/updraft/NCMD/node-1", 0, false, []byte{0x12, 0x02, 0x0a, 0x00})
+				time.Sleep(100 * time.Millisecond)
+				continue
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -242,7 +252,7 @@ func TestManyDevicesTLS(t *testing.T) {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() { closeBroker(srv) })
 
 	c := testConfig("ssl://" + tcp.Address())
 	c.Devices, c.Connections, c.Messages = MaxDevices, 8, 2000
