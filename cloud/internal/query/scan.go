@@ -519,37 +519,28 @@ func constantString(rg *metadata.RowGroupMetaData, col int) (v string, valid, ok
 	return string(s.Min()), true, true
 }
 
-// tsMayMatch reports whether the row group can hold a time in [from, to);
-// without statistics it must be read.
-func tsMayMatch(rg *metadata.RowGroupMetaData, col int, from, to int64) bool {
+// minMax returns column col's statistics in the row group when they carry a
+// min and max, else nil: such a row group must be read.
+func minMax(rg *metadata.RowGroupMetaData, col int) metadata.TypedStatistics {
 	cc, err := rg.ColumnChunk(col)
 	if err != nil {
-		return true
+		return nil
 	}
 	st, err := cc.Statistics()
 	if err != nil || st == nil || !st.HasMinMax() {
-		return true
+		return nil
 	}
-	s, ok := st.(*metadata.Int64Statistics)
-	if !ok {
-		return true
-	}
-	return s.Max() >= from && s.Min() < to
+	return st
+}
+
+// tsMayMatch reports whether the row group can hold a time in [from, to).
+func tsMayMatch(rg *metadata.RowGroupMetaData, col int, from, to int64) bool {
+	s, ok := minMax(rg, col).(*metadata.Int64Statistics)
+	return !ok || s.Max() >= from && s.Min() < to
 }
 
 // stringMayMatch reports whether the row group can hold v in column col.
 func stringMayMatch(rg *metadata.RowGroupMetaData, col int, v string) bool {
-	cc, err := rg.ColumnChunk(col)
-	if err != nil {
-		return true
-	}
-	st, err := cc.Statistics()
-	if err != nil || st == nil || !st.HasMinMax() {
-		return true
-	}
-	s, ok := st.(*metadata.ByteArrayStatistics)
-	if !ok {
-		return true
-	}
-	return string(s.Min()) <= v && v <= string(s.Max())
+	s, ok := minMax(rg, col).(*metadata.ByteArrayStatistics)
+	return !ok || string(s.Min()) <= v && v <= string(s.Max())
 }
