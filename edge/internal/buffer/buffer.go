@@ -96,6 +96,8 @@ type writer struct {
 	ring      dedupRing
 	encs      [numStreams]chunkEncoder // this commit's chunk of each stream
 	lastDisk  time.Time
+	gcDue     bool // a value-log file may be dead (collectValueLog)
+	lastGC    time.Time
 }
 
 // openBatch is a stream's chunks that are durable but not yet sealed.

@@ -41,7 +41,7 @@ type Config struct {
 	BatchMaxAge       time.Duration   `yaml:"batch_max_age" help:"seal an open batch this old when the forwarder is waiting for one"`
 	EncryptionKeyFile string          `yaml:"encryption_key_file" help:"file holding a raw 32-byte key: encrypts the buffer at rest with AES-256; empty = not encrypted"`
 	Profile           string          `yaml:"profile" help:"Badger memory profile: device (small memtables and caches, for a Raspberry Pi) or server"`
-	Compression       string          `yaml:"compression" help:"compression of Badger's tables: none (least memory; the device profile's) or snappy (a third less disk for a backlog and a quarter fewer bytes written, about 15 MiB more memory; the server profile's); empty = the profile's"`
+	Compression       string          `yaml:"compression" help:"compression of Badger's tables: none (least memory; the device profile's) or snappy (the server profile's, whose tables hold every value: a third less disk for a backlog; with the device profile chunks are in the uncompressed value log and it saves little); empty = the profile's"`
 }
 
 // Table compression settings (Config.Compression).

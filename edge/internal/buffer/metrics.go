@@ -11,6 +11,7 @@ type metrics struct {
 	summarised    *prometheus.CounterVec
 	duplicates    prometheus.Counter
 	reclaimed     prometheus.Counter
+	vlogCollected prometheus.Counter
 	written       prometheus.Counter
 	all           []prometheus.Collector
 }
@@ -30,6 +31,8 @@ func newMetrics(b *Buffer) *metrics {
 			Help: "Redelivered MQTT messages recognised as already durable and not stored again."}),
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "segments_reclaimed_total",
 			Help: "Segments whose disk space was given back with DropPrefix."}),
+		vlogCollected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "value_log_files_collected_total",
+			Help: "Value-log files deleted by the value-log GC once their entries were dropped."}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "written_bytes_total",
 			Help: "Key and value bytes committed to Badger (before its write amplification)."}),
 	}
@@ -41,7 +44,7 @@ func newMetrics(b *Buffer) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help},
 			func() float64 { s := b.Stats(); return f(&s) })
 	}
-	m.all = []prometheus.Collector{m.commits, m.commitSeconds, m.dropped, m.summarised, m.duplicates, m.reclaimed, m.written,
+	m.all = []prometheus.Collector{m.commits, m.commitSeconds, m.dropped, m.summarised, m.duplicates, m.reclaimed, m.vlogCollected, m.written,
 		gauge("readings", "Readings durable and not yet acknowledged by JetStream.",
 			func(s *Stats) float64 { return float64(s.BufferedReadings) }),
 		gauge("batches", "Sealed batches not yet acknowledged.", func(s *Stats) float64 { return float64(s.UnackedBatches) }),

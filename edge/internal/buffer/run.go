@@ -131,6 +131,23 @@ func (b *Buffer) step(housekeeping bool) error {
 	if err := b.reclaim(); err != nil {
 		return err
 	}
+	if housekeeping && time.Since(b.w.lastGC) >= gcEvery {
+		b.w.gcDue = true
+	}
+	if b.w.gcDue {
+		b.w.lastGC = time.Now()
+		collected, err := b.collectValueLog()
+		if err != nil {
+			// Not a storage failure of the buffer: the file stays until a
+			// later try, and the directory measures what it holds.
+			b.log.Warn("buffer: dead value-log file not collected; retried later", "err", err)
+		}
+		b.w.gcDue = collected
+		if collected {
+			b.poke() // another file may be dead too
+			b.updateDisk()
+		}
+	}
 	if housekeeping && time.Since(b.w.lastDisk) >= 10*time.Second {
 		b.w.lastDisk = time.Now()
 		b.updateDisk()
@@ -141,14 +158,15 @@ func (b *Buffer) step(housekeeping bool) error {
 // The mapped files' resident size is checked every trimPoll (a read of
 // /proc/self/statm, a few microseconds), and they are paged out once it has
 // grown trimSlack past what the last pass left, or trimMax after it. A pass
-// is not cheap: with a 1 GiB backlog (2,000 tables) it took 10-40 ms when
-// idle and 50-150 ms while compaction ran, so a fixed period of 100 ms spent
-// a tenth of a core or more even with nothing to page out. Compaction reads
-// and writes tables through their mappings at up to a few hundred MiB/s
-// during a catch-up, which this bounds by how fast it is seen.
+// costs a system call per mapping: with every chunk in the LSM tree a 1 GiB
+// backlog was 2,000 tables and a pass took 10-150 ms, so a fixed period spent
+// a tenth of a core or more with nothing to page out. With chunks in the
+// value log the same backlog is about 250 mappings, and the forwarder reads
+// them at a few MiB/s during a catch-up, which a 2 MiB margin follows
+// closely (docs/buffer.md, "Memory").
 const (
 	trimPoll  = 10 * time.Millisecond
-	trimSlack = 8 << 20
+	trimSlack = 2 << 20
 	trimMax   = 10 * time.Second
 )
 
@@ -194,6 +212,34 @@ func trimLoop(ctx context.Context, dir string, log *slog.Logger) {
 				floor = r
 			}
 		}
+	}
+}
+
+// gcEvery: how often the value-log GC is tried besides after each reclaim,
+// for files a restart left or that an open iterator kept.
+const gcEvery = 10 * time.Second
+
+// collectValueLog deletes at most one value-log file whose entries are
+// dropped (vlogDiscardRatio; store.go, valueThresholdDevice) and reports
+// whether it did. It runs in Run between commits, with dbMu held: Badger's
+// GC reads the newest version while writes update it without a lock (a data
+// race inside Badger v4.9.6), and it may write the live rest of a file back,
+// which DropPrefix would refuse. One file per step bounds the pause of the
+// commits to reading one file (valueLogFileSize).
+func (b *Buffer) collectValueLog() (bool, error) {
+	start := time.Now()
+	b.dbMu.Lock()
+	err := b.db.RunValueLogGC(vlogDiscardRatio)
+	b.dbMu.Unlock()
+	switch {
+	case err == nil:
+		b.m.vlogCollected.Inc()
+		b.log.Debug("buffer: value-log file collected", "took", time.Since(start).Round(time.Microsecond))
+		return true, nil
+	case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+		return false, nil
+	default:
+		return false, fmt.Errorf("value-log GC: %w", err)
 	}
 }
 
@@ -676,6 +722,7 @@ func (b *Buffer) reclaim() error {
 	}
 	b.dictMu.Unlock()
 	b.m.reclaimed.Add(float64(len(drop)))
+	b.w.gcDue = true
 	b.log.Debug("buffer: segments reclaimed", "segments", drop, "took", time.Since(start).Round(time.Millisecond))
 	b.updateDisk()
 	return nil

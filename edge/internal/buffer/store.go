@@ -27,6 +27,9 @@ type profile struct {
 	numCompactors                              int
 	blockCache, indexCache                     int64
 	valueLogFileSize                           int64
+	// valueThreshold: values at least this large go to the value log, the
+	// rest stay in the LSM tree (see valueThresholdDevice).
+	valueThreshold int64
 	// tableSizeMultiplier 1 keeps every table, and so the table builder's
 	// buffers, at baseTableSize on every level (Badger's default doubles it
 	// per level: 16 MiB and 32 MiB builders appeared with a 1 GiB backlog).
@@ -40,27 +43,29 @@ type profile struct {
 var profiles = map[string]profile{
 	// A Raspberry Pi Zero 2 W has 512 MiB for everything. The sizes bound what
 	// Badger allocates on the Go heap (docs/buffer.md, "Memory"):
-	//   - two 2 MiB memtables, each a 2.6 MiB arena;
+	//   - chunks live in the value log (valueThresholdDevice), so the LSM
+	//     tree holds pointers and small values: a few MiB for a 1 GiB backlog;
+	//   - two 1 MiB memtables, each a 1.3 MiB arena;
 	//   - level-0 tables are memtable-sized, and writes stall at 6 of them:
 	//     when compaction falls behind, Badger merges level-0 tables into one
 	//     (L0 to L0) in a builder that holds the whole result, so this bounds
-	//     that builder to 12 MiB (with 8 MiB memtables and a stall at 10 it
+	//     that builder to 6 MiB (with 8 MiB memtables and a stall at 10 it
 	//     reached 62 MiB after a burst);
-	//   - 512 KiB tables on the other levels, at most 8 + 5 builders at once;
+	//   - 128 KiB tables on the other levels: a builder's arena starts at
+	//     twice that, and Badger pools up to 8 arenas;
 	//   - 6 MiB of caches: the buffer reads each batch once, in order, so
 	//     larger caches would not be hit anyway.
 	ProfileDevice: {
-		memTableSize: 2 << 20, numMemtables: 2,
+		memTableSize: 1 << 20, numMemtables: 2,
 		numL0: 4, numL0Stall: 6,
-		baseTableSize: 512 << 10, baseLevelSize: 8 << 20, tableSizeMultiplier: 1,
+		baseTableSize: 128 << 10, baseLevelSize: 2 << 20, tableSizeMultiplier: 1,
 		numCompactors: 2,
 		blockCache:    4 << 20, indexCache: 2 << 20,
-		valueLogFileSize: 16 << 20,
-		trimMappings:     true,
-		// Snappy would shrink tables by a third, but compaction then keeps
-		// uncompressed blocks and compressed copies in up to 13 builders at
-		// once: the median agent RSS with a 1 GiB backlog rose from 58-62
-		// to 72-79 MiB (docs/buffer.md).
+		valueLogFileSize: 4 << 20, valueThreshold: valueThresholdDevice,
+		trimMappings: true,
+		// Snappy would apply only to what stays in the tables, and
+		// compaction then keeps uncompressed blocks and compressed copies
+		// in its builders (docs/buffer.md, "Compression").
 		compression: CompressionNone,
 	},
 	ProfileServer: {
@@ -69,16 +74,34 @@ var profiles = map[string]profile{
 		baseTableSize: 8 << 20, baseLevelSize: 64 << 20,
 		numCompactors: 4,
 		blockCache:    64 << 20, indexCache: 32 << 20,
-		valueLogFileSize: 64 << 20,
-		compression:      CompressionSnappy,
+		valueLogFileSize: 64 << 20, valueThreshold: valueThresholdServer,
+		compression: CompressionSnappy,
 	},
 }
 
-// valueThreshold keeps every value of the buffer (chunks up to maxChunkBytes,
-// dead letters up to 64 KiB) inline in the LSM tree: then DropPrefix gives all
-// of a segment's space back, whereas value-log space would wait for a GC that
-// cannot reclaim a queue's small entries.
-const valueThreshold = 256 << 10
+// valueThresholdDevice puts chunks in the value log and keeps only their
+// keys and value pointers in the LSM tree (key-value separation). The buffer
+// is a queue: a chunk is written once, read once and dropped with its
+// segment, so compacting it down the LSM levels (every level rewrites it,
+// five times for a 1 GiB backlog) only cost CPU, memory and card wear. In the
+// value log it is written once; dropping a segment leaves its value-log files
+// without a live entry, and the value-log GC (collectValueLog) deletes each
+// such file after reading its entry headers. Small values (seal records,
+// state, dictionaries, short chunks) stay in the tree, where DropPrefix frees
+// them directly. docs/buffer.md ("Where values live") has the measurements.
+const valueThresholdDevice = 1 << 10
+
+// valueThresholdServer keeps every value of the buffer (chunks up to
+// maxChunkBytes, dead letters up to 64 KiB) inline in the LSM tree, where
+// the server profile's Snappy compression applies to them (the value log is
+// never compressed) and DropPrefix frees them without a value-log GC.
+const valueThresholdServer = 256 << 10
+
+// vlogDiscardRatio: a value-log file is collected once this share of it is
+// dead. A queue's files die whole, oldest first; a file left partly live
+// (one segment still referenced, by a dead letter not yet forwarded or the
+// recent message keys) is rewritten only when little of it is still needed.
+const vlogDiscardRatio = 0.75
 
 // blockSize fits a whole chunk (maxChunkBytes and its key) in one table
 // block. With Badger's 4 KiB default, a table builder grows the block a
@@ -104,7 +127,7 @@ func (c Config) badgerOptions(key []byte, log *slog.Logger) badger.Options {
 		WithBlockCacheSize(p.blockCache).
 		WithIndexCacheSize(p.indexCache).
 		WithValueLogFileSize(p.valueLogFileSize).
-		WithValueThreshold(valueThreshold).
+		WithValueThreshold(p.valueThreshold).
 		WithBlockSize(blockSize).
 		WithNumGoroutines(2)
 	compression := c.Compression

@@ -24,9 +24,10 @@ import (
 // back first, and should Badger unmap a file between the read of
 // /proc/self/maps and the call, and something else be mapped at that
 // address, the advice only moves that memory out (to swap if any), it does
-// not discard it (MADV_DONTNEED on anonymous memory would zero it). The
-// write-ahead logs (.mem) are skipped: they are written page by page, and
-// paging them out would write a page again for each append.
+// not discard it (MADV_DONTNEED on anonymous memory would zero it). The files
+// being appended to are skipped: the write-ahead logs (.mem) and the newest
+// value-log file, written page by page at every commit; paging them out would
+// read a page back for each append.
 func trimMappings(dir string) (int64, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -38,7 +39,12 @@ func trimMappings(dir string) (int64, error) {
 		return 0, err
 	}
 	defer f.Close()
-	var advised int64
+	type mapping struct {
+		start, end uintptr
+		vlog       string
+	}
+	var maps []mapping
+	head := ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// start-end perms offset dev inode path
@@ -56,15 +62,34 @@ func trimMappings(dir string) (int64, error) {
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_PAGEOUT); e != 0 {
+		m := mapping{start: uintptr(start), end: uintptr(end)}
+		if name := fields[5][len(prefix):]; bytes.HasSuffix(name, []byte(".vlog")) {
+			// Badger names value-log files by a growing number, padded to
+			// six digits: the longer name is the newer past 999999.
+			m.vlog = string(name)
+			if len(m.vlog) > len(head) || len(m.vlog) == len(head) && m.vlog > head {
+				head = m.vlog
+			}
+		}
+		maps = append(maps, m)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	var advised int64
+	for _, m := range maps {
+		if m.vlog != "" && m.vlog == head {
+			continue
+		}
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_PAGEOUT); e != 0 {
 			if e == unix.EINVAL {
 				return advised, errTrimUnsupported // a kernel before 5.4
 			}
 			continue // unmapped meanwhile by Badger: nothing to release
 		}
-		advised += int64(end - start)
+		advised += int64(m.end - m.start)
 	}
-	return advised, sc.Err()
+	return advised, nil
 }
 
 // residentFiles reads how much of the process's file mappings is resident
