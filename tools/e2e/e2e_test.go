@@ -273,6 +273,13 @@ func TestBadConfig(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "max_byts") {
 		t.Fatalf("unknown key accepted or not named: %v %s", err, out)
 	}
+	// So is a value out of range in a file.
+	cmd = exec.Command(binDir+"/updraft-edge", "--config", "/dev/stdin", "--check-config")
+	cmd.Stdin = strings.NewReader("gc_percent: 5\n")
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "gc_percent") || !strings.Contains(string(out), "allowed") {
+		t.Fatalf("gc_percent 5 accepted or not explained: %v %s", err, out)
+	}
 }
 
 // TestDemo runs the local-stack demo flow (what `go tool task demo` does) for

@@ -102,6 +102,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if a.cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(a.cfg.MemoryLimit))
 	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(a.cfg.GCPercent)
+	}
 	edge := a.cfg.EdgeID()
 	buf, err := buffer.Open(a.cfg.Buffer, edge, a.log.With("component", "buffer"), a.reg)
 	if err != nil {

@@ -32,6 +32,12 @@ type Config struct {
 	// garbage collector works harder as the heap nears it, which keeps the
 	// agent small on a Raspberry Pi at a modest CPU cost.
 	MemoryLimit config.ByteSize `yaml:"memory_limit" help:"soft limit for the Go heap (like GOMEMLIMIT, which overrides it); 0 = none"`
+	// GCPercent is the garbage collector's GOGC below the memory limit. Most
+	// of what the agent allocates is short-lived (decoded messages, batches
+	// being encoded), so 50 keeps the heap at 1.5 times its live part: with
+	// a 1 GiB backlog draining, peak RSS was 59-61 MiB against 64-66 MiB at
+	// Go's default of 100 (docs/buffer.md, "Memory").
+	GCPercent int `yaml:"gc_percent" help:"garbage collector target, percent of the live heap (like GOGC, which overrides it)"`
 	// Aggregate and Rules reload on SIGHUP (docs/aggregation.md).
 	Aggregate aggregate.Config `yaml:"aggregate"`
 	Rules     []rules.Rule     `yaml:"rules" help:"alert rules (docs/aggregation.md)"`
@@ -79,7 +85,8 @@ func DefaultConfig() Config {
 		NATS:        NATSConfig{URL: "nats://127.0.0.1:4222"},
 		Fwd:         forward.DefaultConfig(),
 		HTTP:        HTTPConfig{Addr: "127.0.0.1:7410"},
-		MemoryLimit: 48 << 20,
+		MemoryLimit: 40 << 20,
+		GCPercent:   50,
 		Aggregate:   aggregate.DefaultConfig(),
 		Local:       LocalConfig{TopicPrefix: "updraft", PublishAggregates: true, Tick: 200 * time.Millisecond},
 	}
@@ -99,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
 		return config.Invalid("memory_limit", c.MemoryLimit, "0 (none) or at least 16MiB")
+	}
+	if c.GCPercent < 10 || c.GCPercent > 1000 {
+		return config.Invalid("gc_percent", c.GCPercent, "10 to 1000 (Go's default is 100)")
 	}
 	if err := buffer.CheckPlatform(); err != nil {
 		return err
