@@ -1,9 +1,13 @@
 package buffer
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,19 +23,7 @@ func TestTrimMappings(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i / 4096)
 	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
+	m := mapFile(t, path, data)
 
 	res, err := openResidentFiles()
 	if err != nil {
@@ -78,4 +70,81 @@ func TestTrimMappings(t *testing.T) {
 			t.Fatalf("byte %d is %d after paging out, want %d", i, m[i], byte(i/4096))
 		}
 	}
+}
+
+// TestTrimMappingsKeepsHead: the newest value-log file, appended to at every
+// commit, stays resident; older ones are paged out. Names cross six digits,
+// where the longer name is the newer.
+func TestTrimMappingsKeepsHead(t *testing.T) {
+	dir := t.TempDir()
+	const size = 4 << 20
+	mapped := func(name string) []byte {
+		m := mapFile(t, filepath.Join(dir, name), make([]byte, size))
+		var sum int
+		for i := 0; i < size; i += 4096 {
+			sum += int(m[i])
+		}
+		if sum != 0 {
+			t.Fatalf("%s: read %d, want zeros", name, sum)
+		}
+		return m
+	}
+	// resident: the pages of m in this process's page tables (its Rss in
+	// /proc/self/smaps); a paged-out file page may stay in the page cache.
+	resident := func(m []byte) int {
+		smaps, err := os.ReadFile("/proc/self/smaps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&m[0])))
+		in := false
+		for _, line := range strings.Split(string(smaps), "\n") {
+			if strings.HasPrefix(line, start) {
+				in = true
+			} else if in && strings.HasPrefix(line, "Rss:") {
+				kb, err := strconv.Atoi(strings.Fields(line)[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return kb / 4
+			}
+		}
+		t.Fatalf("mapping %s not in /proc/self/smaps", start)
+		return 0
+	}
+	older, old, head := mapped("999998.vlog"), mapped("999999.vlog"), mapped("1000000.vlog")
+	if _, err := trimMappings(dir); err == errTrimUnsupported {
+		t.Skip("this kernel has no madvise(MADV_PAGEOUT), which needs Linux 5.4 or later")
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	pages := size / 4096
+	if n := resident(head); n < pages {
+		t.Fatalf("newest value-log file: %d of %d pages resident after a pass, want all", n, pages)
+	}
+	for name, m := range map[string][]byte{"999998.vlog": older, "999999.vlog": old} {
+		if n := resident(m); n > pages/2 {
+			t.Fatalf("%s: %d of %d pages still resident after a pass", name, n, pages)
+		}
+	}
+}
+
+// mapFile writes data to path and maps it shared and read-only until the
+// test ends.
+func mapFile(t *testing.T, path string, data []byte) []byte {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, len(data), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(m) })
+	return m
 }
