@@ -101,24 +101,25 @@ func TestBrokerSchemes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sink := new(recordingSink)
 			cfg := DefaultConfig()
 			cfg.Broker, cfg.CAFile, cfg.ClientID = tc.url, tc.ca, "ingest-"+tc.name
-			in, err := New(cfg, edge, dcfg.Subscriptions, dec, sink, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			ran := make(chan error, 1)
-			go func() { ran <- in.Run(ctx) }()
-			defer func() {
-				cancel()
-				select {
-				case <-ran:
-				default:
+			// start runs an Ingest into sink until it is subscribed; stop
+			// ends it and waits for Run to return.
+			start := func(sink *recordingSink) (stop func()) {
+				in, err := New(cfg, edge, dcfg.Subscriptions, dec, sink, nil, nil)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}()
-			waitFor(t, "subscribed", in.Connected)
+				ctx, cancel := context.WithCancel(context.Background())
+				ran := make(chan error, 1)
+				go func() { ran <- in.Run(ctx) }()
+				stop = sync.OnceFunc(func() { cancel(); <-ran })
+				t.Cleanup(stop)
+				waitFor(t, "subscribed", in.Connected)
+				return stop
+			}
+			sink := new(recordingSink)
+			stop := start(sink)
 
 			pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + tcp.Address()).SetClientID("pub-" + tc.name))
 			if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -161,20 +162,11 @@ func TestBrokerSchemes(t *testing.T) {
 
 			// Every PUBACK reached the broker: the persistent session,
 			// resumed by a new client, gets nothing re-sent.
-			cancel()
-			<-ran
+			stop()
 			again := new(recordingSink)
-			in2, err := New(cfg, edge, dcfg.Subscriptions, dec, again, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx2, cancel2 := context.WithCancel(context.Background())
-			ran2 := make(chan error, 1)
-			go func() { ran2 <- in2.Run(ctx2) }()
-			waitFor(t, "subscribed again", in2.Connected)
+			stopAgain := start(again)
 			time.Sleep(500 * time.Millisecond)
-			cancel2()
-			<-ran2
+			stopAgain()
 			if r, d := again.counts(); r != 0 || d != 0 {
 				t.Errorf("the broker re-sent %d readings and %d raw payloads: their PUBACKs were lost", r, d)
 			}
