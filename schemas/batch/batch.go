@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -99,38 +98,54 @@ func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Messa
 	if len(readings) > MaxRows {
 		return nil, fmt.Errorf("encode batch %s: %d readings, at most %d", id, len(readings), MaxRows)
 	}
-	order := make([]int32, len(readings))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int {
-		ra, rb := &readings[a], &readings[b]
-		return cmp.Or(cmp.Compare(ra.Device, rb.Device), cmp.Compare(ra.Metric, rb.Metric), cmp.Compare(ra.TS, rb.TS))
-	})
-
-	mem := memory.DefaultAllocator
-	ts := array.NewInt64Builder(mem)
-	val := array.NewFloat64Builder(mem)
-	dev, met, unit := newDict(mem), newDict(mem), newDict(mem)
-	defer func() { ts.Release(); val.Release(); dev.release(); met.release(); unit.release() }()
-	ts.Reserve(len(readings))
-	val.Reserve(len(readings))
+	// Order rows without comparing strings: each distinct device, metric and
+	// unit gets an id (in order of appearance), each device and metric a
+	// rank (its place in string order), and rows are grouped by rank.
+	var devs, mets, units Interner
+	rows := make([]row, len(readings))
 	minTS, maxTS := int64(math.MaxInt64), int64(math.MinInt64)
-	for _, i := range order {
+	for i := range readings {
 		r := &readings[i]
 		if r.Region != id.Edge.Region || r.Site != id.Edge.Site || r.Edge != id.Edge.Edge {
 			return nil, fmt.Errorf("encode batch %s: reading from %s.%s.%s does not belong to this edge", id, r.Region, r.Site, r.Edge)
 		}
-		ts.UnsafeAppend(r.TS)
-		val.UnsafeAppend(r.Value)
-		dev.append(r.Device)
-		met.append(r.Metric)
-		if r.Unit == "" {
+		unit := int32(-1)
+		if r.Unit != "" {
+			unit = units.ID(r.Unit)
+		}
+		rows[i] = row{dev: devs.ID(r.Device), met: mets.ID(r.Metric), unit: unit}
+		minTS, maxTS = min(minTS, r.TS), max(maxTS, r.TS)
+	}
+	_, devRank := devs.Ranks(nil)
+	_, metRank := mets.Ranks(nil)
+	devOf, metOf := make([]int32, len(rows)), make([]int32, len(rows))
+	for i, r := range rows {
+		devOf[i], metOf[i] = devRank[r.dev], metRank[r.met]
+	}
+	order, _, _ := SeriesOrder(nil, nil, devOf, metOf, len(rows), len(devRank), len(metRank), func(a, b int32) int {
+		return cmp.Compare(readings[a].TS, readings[b].TS)
+	})
+	mem := memory.DefaultAllocator
+	ts := array.NewInt64Builder(mem)
+	val := array.NewFloat64Builder(mem)
+	dev, met, unit := newDict(mem, &devs), newDict(mem, &mets), newDict(mem, &units)
+	defer func() { ts.Release(); val.Release(); dev.release(); met.release(); unit.release() }()
+	ts.Reserve(len(readings))
+	val.Reserve(len(readings))
+	dev.idx.Reserve(len(readings))
+	met.idx.Reserve(len(readings))
+	unit.idx.Reserve(len(readings))
+	for _, i := range order {
+		k := &rows[i]
+		ts.UnsafeAppend(readings[i].TS)
+		val.UnsafeAppend(readings[i].Value)
+		dev.append(k.dev)
+		met.append(k.met)
+		if k.unit < 0 {
 			unit.appendNull()
 		} else {
-			unit.append(r.Unit)
+			unit.append(k.unit)
 		}
-		minTS, maxTS = min(minTS, r.TS), max(maxTS, r.TS)
 	}
 	tsArr := ts.NewArray()
 	defer tsArr.Release()
@@ -173,25 +188,34 @@ func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Messa
 	return &Message{Subject: schemas.TelemetrySubject(id.Edge, kind), Header: h, Data: buf.Bytes()}, nil
 }
 
-// dict builds a dictionary-encoded string column.
+// row holds a reading's Interner numbers; unit is -1 when empty.
+type row struct{ dev, met, unit int32 }
+
+// dict builds a dictionary-encoded string column; words are numbered in
+// order of first use.
 type dict struct {
 	idx   *array.Int32Builder
 	words *array.StringBuilder
-	seen  map[string]int32
+	names []string
+	word  []int32 // Interner number -> word index, -1 until used
 }
 
-func newDict(mem memory.Allocator) *dict {
-	return &dict{idx: array.NewInt32Builder(mem), words: array.NewStringBuilder(mem), seen: map[string]int32{}}
-}
-
-func (d *dict) append(s string) {
-	i, ok := d.seen[s]
-	if !ok {
-		i = int32(len(d.seen))
-		d.seen[s] = i
-		d.words.Append(s)
+func newDict(mem memory.Allocator, n *Interner) *dict {
+	d := &dict{idx: array.NewInt32Builder(mem), words: array.NewStringBuilder(mem), names: n.Words, word: make([]int32, len(n.Words))}
+	for i := range d.word {
+		d.word[i] = -1
 	}
-	d.idx.Append(i)
+	return d
+}
+
+func (d *dict) append(id int32) {
+	w := d.word[id]
+	if w < 0 {
+		w = int32(d.words.Len())
+		d.word[id] = w
+		d.words.Append(d.names[id])
+	}
+	d.idx.Append(w)
 }
 
 func (d *dict) appendNull() { d.idx.AppendNull() }

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,15 +22,6 @@ import (
 )
 
 var testID = batch.ID{Edge: edge, Epoch: 0xdeadbeef, Seq: 42}
-
-func sortReadings(rs []schemas.Reading) []schemas.Reading {
-	rs = slices.Clone(rs)
-	slices.SortFunc(rs, func(a, b schemas.Reading) int {
-		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.TS, b.TS),
-			cmp.Compare(a.Value, b.Value), cmp.Compare(a.Unit, b.Unit))
-	})
-	return rs
-}
 
 func TestMsgID(t *testing.T) {
 	if got, want := testID.MsgID(), "local.lab.edge-1:deadbeef:42"; got != want {
@@ -57,6 +49,23 @@ func TestRoundTrip(t *testing.T) {
 	for i := range noUnits {
 		noUnits[i].Unit = ""
 	}
+	// Out of time order within a device and metric, as after a clock step.
+	shuffled := slices.Clone(many)
+	rng := rand.New(rand.NewPCG(1, 2))
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	// Too many (device, metric) pairs for a table of counts.
+	pairs := slices.Clone(many[:2000])
+	for i := range pairs {
+		pairs[i].Device = "dev-" + strconv.Itoa(rng.IntN(1500))
+		pairs[i].Metric = "m-" + strconv.Itoa(rng.IntN(1500))
+		pairs[i].TS = many[0].TS + int64(rng.IntN(4))
+	}
+	// Rows equal but for their values keep their input order.
+	ties := slices.Clone(many[:40])
+	for i := range ties {
+		ties[i].Device, ties[i].Metric, ties[i].TS = "d-"+strconv.Itoa(i%2), "m", 7
+		ties[i].Value = float64(i)
+	}
 	tests := []struct {
 		name     string
 		kind     string
@@ -68,6 +77,9 @@ func TestRoundTrip(t *testing.T) {
 		{"all units null", schemas.KindRaw, false, noUnits},
 		{"aggregates replayed", schemas.KindAgg, true, many[:300]},
 		{"default kind", "", false, many[:30]},
+		{"shuffled", schemas.KindRaw, false, shuffled},
+		{"2000 readings, ~2000 device-metric pairs", schemas.KindRaw, false, pairs},
+		{"equal but for values", schemas.KindRaw, false, ties},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,25 +109,24 @@ func TestRoundTrip(t *testing.T) {
 			if got.MinTS != lo || got.MaxTS != hi {
 				t.Errorf("time range [%d,%d], want [%d,%d]", got.MinTS, got.MaxTS, lo, hi)
 			}
-			want := sortReadings(in)
+			// Rows are ordered by device, metric and time; equal ones keep
+			// their input order.
+			want := slices.Clone(in)
+			slices.SortStableFunc(want, func(a, b schemas.Reading) int {
+				return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.TS, b.TS))
+			})
 			if len(got.Readings) != len(want) {
 				t.Fatalf("%d readings, want %d", len(got.Readings), len(want))
 			}
-			// Encode orders rows by device, metric and time.
-			for i, r := range sortReadings(got.Readings) {
+			for i, r := range got.Readings {
 				w := want[i]
 				if math.Float64bits(r.Value) != math.Float64bits(w.Value) {
-					t.Fatalf("reading %d: value %v, want %v", i, r.Value, w.Value)
+					t.Fatalf("row %d: value %v, want %v", i, r.Value, w.Value)
 				}
 				r.Value, w.Value = 0, 0
 				if r != w {
-					t.Fatalf("reading %d: got %+v, want %+v", i, r, w)
+					t.Fatalf("row %d: got %+v, want %+v", i, r, w)
 				}
-			}
-			if !slices.IsSortedFunc(got.Readings, func(a, b schemas.Reading) int {
-				return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.TS, b.TS))
-			}) {
-				t.Error("rows are not ordered by device, metric and time")
 			}
 		})
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -60,8 +59,7 @@ func (s segment) len() int {
 
 // fileDict numbers the distinct strings of one column of a file.
 type fileDict struct {
-	ids   map[string]int32
-	words []string
+	batch.Interner
 	// rank maps an id to the position of its word in sorted order.
 	rank []int32
 	// sorted are the words in sorted order, as an Arrow array for the
@@ -71,42 +69,23 @@ type fileDict struct {
 }
 
 func (d *fileDict) reset() {
-	if d.ids == nil {
-		d.ids = map[string]int32{}
-	}
-	clear(d.ids)
-	d.words = d.words[:0]
+	d.Reset()
 	if d.sorted != nil {
 		d.sorted.Release()
 		d.sorted = nil
 	}
 }
 
-func (d *fileDict) id(s string) int32 {
-	id, ok := d.ids[s]
-	if !ok {
-		id = int32(len(d.words))
-		d.ids[s] = id
-		d.words = append(d.words, s)
-	}
-	return id
-}
-
 // finish ranks the words and builds the sorted dictionary.
 func (d *fileDict) finish() {
-	order := make([]int32, len(d.words))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(d.words[a], d.words[b]) })
-	d.rank = slices.Grow(d.rank[:0], len(order))[:len(order)]
+	var order []int32
+	order, d.rank = d.Ranks(d.rank)
 	b := array.NewStringBuilder(memory.DefaultAllocator)
 	defer b.Release()
 	d.bytes = d.bytes[:0]
-	for pos, id := range order {
-		d.rank[id] = int32(pos)
-		b.Append(d.words[id])
-		d.bytes = append(d.bytes, parquet.ByteArray(d.words[id]))
+	for _, id := range order {
+		b.Append(d.Words[id])
+		d.bytes = append(d.bytes, parquet.ByteArray(d.Words[id]))
 	}
 	d.sorted = b.NewStringArray()
 }
@@ -158,9 +137,9 @@ func (f *rawFile) build(segs []segment) {
 	for i, s := range segs {
 		n += s.len()
 		e := s.c.ID.Edge
-		f.region.id(e.Region)
+		f.region.ID(e.Region)
 		m := &ms[i]
-		m.site, m.edge = f.site.id(e.Site), f.edge.id(e.Edge)
+		m.site, m.edge = f.site.ID(e.Site), f.edge.ID(e.Edge)
 		m.dev = mapWords(&f.device, s.c.Device.Words)
 		m.met = mapWords(&f.metric, s.c.Metric.Words)
 		m.unit = mapWords(&f.unit, s.c.Unit.Words)
@@ -170,7 +149,7 @@ func (f *rawFile) build(segs []segment) {
 	}
 	f.ts, f.value = grow(f.ts, n), grow(f.value, n)
 	// A file of one edge (so one site) needs no per-row edge and site.
-	f.oneEdge = len(f.edge.words) == 1 && len(f.site.words) == 1
+	f.oneEdge = len(f.edge.Words) == 1 && len(f.site.Words) == 1
 	if !f.oneEdge {
 		f.siteIx, f.edgeIx = grow(f.siteIx, n), grow(f.edgeIx, n)
 	}
@@ -217,7 +196,7 @@ func (f *rawFile) build(segs []segment) {
 func mapWords(d *fileDict, words []string) []int32 {
 	m := make([]int32, len(words))
 	for i, w := range words {
-		m[i] = d.id(w)
+		m[i] = d.ID(w)
 	}
 	return m
 }
@@ -245,55 +224,18 @@ func remap(dst, src, m []int32) {
 	}
 }
 
-// sort sets f.perm to the row order of the file: a counting sort on
-// (device, metric), then, within each series, by time, edge and site. Edges
-// send each series in time order, so the second step is usually a check.
+// sort sets f.perm to the row order of the file: by (device, metric), then,
+// within each series, by time, edge and site (batch.SeriesOrder: a counting
+// sort on the series, after which edges' series, sent in time order, need
+// only a check).
 func (f *rawFile) sort(n int) {
-	f.perm = grow(f.perm, n)
-	nMet := len(f.metric.words)
-	series := len(f.device.words) * nMet
 	less := func(a, b int32) int {
 		if f.oneEdge {
 			return cmp.Compare(f.ts[a], f.ts[b])
 		}
 		return cmp.Or(cmp.Compare(f.ts[a], f.ts[b]), cmp.Compare(f.edgeIx[a], f.edgeIx[b]), cmp.Compare(f.siteIx[a], f.siteIx[b]))
 	}
-	f.bySeries = series <= 4*n+1024
-	if !f.bySeries {
-		for i := range f.perm {
-			f.perm[i] = int32(i)
-		}
-		slices.SortFunc(f.perm, func(a, b int32) int {
-			return cmp.Or(cmp.Compare(f.devIx[a], f.devIx[b]), cmp.Compare(f.metIx[a], f.metIx[b]), less(a, b))
-		})
-		return
-	}
-	f.counts = grow(f.counts, series+1)
-	clear(f.counts)
-	for i := range n {
-		f.counts[int(f.devIx[i])*nMet+int(f.metIx[i])+1]++
-	}
-	for s := 1; s <= series; s++ {
-		f.counts[s] += f.counts[s-1]
-	}
-	for i := range n {
-		s := int(f.devIx[i])*nMet + int(f.metIx[i])
-		f.perm[f.counts[s]] = int32(i)
-		f.counts[s]++
-	}
-	// counts[s] is now the end of series s.
-	start := int32(0)
-	for s := range series {
-		end := f.counts[s]
-		run := f.perm[start:end]
-		for j := 1; j < len(run); j++ {
-			if less(run[j-1], run[j]) > 0 {
-				slices.SortStableFunc(run, less)
-				break
-			}
-		}
-		start = end
-	}
+	f.perm, f.counts, f.bySeries = batch.SeriesOrder(f.perm, f.counts, f.devIx[:n], f.metIx[:n], n, len(f.device.Words), len(f.metric.Words), less)
 }
 
 // gather copies the rows into file order, one column at a time: each
@@ -308,21 +250,21 @@ func (f *rawFile) gather(n int) {
 	permute(f.sts, f.ts, f.perm)
 	permute(f.svalue, f.value, f.perm)
 	// Files of one site or edge need no gather for it.
-	if f.oneEdge || len(f.site.words) == 1 {
+	if f.oneEdge || len(f.site.Words) == 1 {
 		clear(f.sSite)
 	} else {
 		permute(f.sSite, f.siteIx, f.perm)
 	}
-	if f.oneEdge || len(f.edge.words) == 1 {
+	if f.oneEdge || len(f.edge.Words) == 1 {
 		clear(f.sEdge)
 	} else {
 		permute(f.sEdge, f.edgeIx, f.perm)
 	}
 	if f.bySeries {
 		// Device and metric are known from the series' position.
-		nMet := len(f.metric.words)
+		nMet := len(f.metric.Words)
 		start := int32(0)
-		for s, end := range f.counts[:len(f.device.words)*nMet] {
+		for s, end := range f.counts[:len(f.device.Words)*nMet] {
 			fill(f.sDev[start:end], int32(s/nMet))
 			fill(f.sMet[start:end], int32(s%nMet))
 			start = end
