@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -95,10 +94,13 @@ func trimMappings(dir string) (int64, error) {
 // residentFiles reads how much of the process's file mappings is resident
 // (RssFile plus RssShmem): the third field of /proc/self/statm, in pages.
 // The file stays open and is read again from offset 0 each time, which the
-// kernel regenerates: a few microseconds, against milliseconds for a pass of
+// kernel regenerates, with one pread: os.File.ReadAt would read again to
+// see the end of the file. Each read costs microseconds on an idle system
+// and 60-300 µs in a busy agent, against milliseconds for a pass of
 // trimMappings.
 type residentFiles struct {
 	f   *os.File
+	fd  int
 	buf [128]byte
 }
 
@@ -107,13 +109,13 @@ func openResidentFiles() (*residentFiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &residentFiles{f: f}, nil
+	return &residentFiles{f: f, fd: int(f.Fd())}, nil
 }
 
 func (r *residentFiles) bytes() (int64, error) {
-	n, err := r.f.ReadAt(r.buf[:], 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return 0, err
+	n, err := unix.Pread(r.fd, r.buf[:], 0)
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/self/statm: %w", err)
 	}
 	fields := bytes.Fields(r.buf[:n])
 	if len(fields) < 3 {
