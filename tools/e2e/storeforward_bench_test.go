@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -95,11 +96,24 @@ func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string
 	return float64(n) / time.Since(start).Seconds()
 }
 
+// procCPU is the CPU time pid has used so far.
+func procCPU(b *testing.B, pid int) time.Duration {
+	d, err := stack.ProcCPU(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
 // BenchmarkStoreForwardIngest measures durable ingest by the agent on one
 // core (GOMAXPROCS=1) behind Mosquitto, into JetStream, against the ceiling
 // of the same broker, publisher and payloads delivering to a subscriber that
 // does nothing. Also reported: the agent's peak RSS, bytes it wrote to disk
-// per reading (write_bytes), and encoded bytes on the wire per reading.
+// per reading (write_bytes), encoded bytes on the wire per reading, and the
+// CPU time per message of each process in both runs. On a machine with few
+// cores the broker, the publisher and the agent share them, so the ratio
+// follows the CPU per message: about (broker + publisher + subscriber) /
+// (broker + publisher + agent + gateway).
 //
 //	go test -run '^$' -bench StoreForwardIngest -benchtime 1x ./tools/e2e/
 func BenchmarkStoreForwardIngest(b *testing.B) {
@@ -118,11 +132,18 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 			for range b.N {
 				mq := sfMosquitto(b, fmt.Sprintf("max_inflight_messages %d", inflight))
 				topics, payloads := sfBenchPayloads(messages, c.smooth)
+				// CPU per message of each process, in the ceiling run and in the
+				// agent's: on a small machine they share its cores.
+				self := os.Getpid()
+				cs0, cm0 := procCPU(b, self), procCPU(b, mq.Pid())
 				ceiling := sfBenchCeiling(b, mq, topics, payloads)
+				cs1, cm1 := procCPU(b, self), procCPU(b, mq.Pid())
 
 				s, _ := sfStack(b, sfOptions{mqttURL: mq.URL(), noCloud: true, edgeEnv: []string{"GOMAXPROCS=1"}})
 				pid := s.Proc(stack.Edge).Cmd.Process.Pid
+				gw := s.Proc(stack.Gateway).Cmd.Process.Pid
 				w0, _ := stack.ProcWriteBytes(pid)
+				a0, s0, m0, g0 := procCPU(b, pid), procCPU(b, self), procCPU(b, mq.Pid()), procCPU(b, gw)
 				var peakRSS atomic.Int64
 				stop := make(chan struct{})
 				sampled := make(chan struct{})
@@ -154,6 +175,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				start := time.Now()
 				b.ResetTimer()
 				sfBenchPublish(b, mq.URL(), topics, payloads)
+				published := time.Since(start)
 				var sent float64
 				deadline := time.Now().Add(2 * time.Minute)
 				for sent < 4*messages {
@@ -186,6 +208,8 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				close(stop)
 				<-sampled
 				w1, _ := stack.ProcWriteBytes(pid)
+				a1, s1, m1, g1 := procCPU(b, pid), procCPU(b, self), procCPU(b, mq.Pid()), procCPU(b, gw)
+				perMsg := func(d time.Duration) float64 { return float64(d.Microseconds()) / messages }
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				streamed, err := stack.ReadStream(ctx, s.NATSURL(), "TELEMETRY")
 				cancel()
@@ -196,15 +220,19 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				b.ReportMetric(rate, "msgs/s")
 				b.ReportMetric(4*rate, "readings/s")
 				b.ReportMetric(ceiling, "ceiling-msgs/s")
+				b.ReportMetric(float64(messages)/published.Seconds(), "published-msgs/s")
 				b.ReportMetric(100*rate/ceiling, "%-of-ceiling")
 				b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-RSS-MiB")
 				b.ReportMetric(messages/(c1-c0), "msgs/commit")
 				b.ReportMetric(alerts/messages, "alerts/msg")
 				b.ReportMetric(float64(w1-w0)/(4*messages), "disk-B/reading")
+				b.ReportMetric(perMsg(a1-a0), "agent-CPU-µs/msg")
 				b.ReportMetric(float64(streamed.Bytes)/(4*messages), "wire-B/reading")
 				b.Logf("%s", strings.Join([]string{
 					fmt.Sprintf("agent: %d messages (%d readings) into JetStream in %v", messages, 4*messages, el.Round(time.Millisecond)),
 					fmt.Sprintf("ceiling %.0f msgs/s; ratio %.0f%%", ceiling, 100*rate/ceiling),
+					fmt.Sprintf("CPU µs/msg: ceiling run: broker %.1f, publisher and subscriber %.1f; agent run: broker %.1f, publisher and status polls %.1f, agent %.1f, gateway %.1f",
+						perMsg(cm1-cm0), perMsg(cs1-cs0), perMsg(m1-m0), perMsg(s1-s0), perMsg(a1-a0), perMsg(g1-g0)),
 					fmt.Sprintf("%d batches on the wire", streamed.Batches)}, "; "))
 			}
 		})
