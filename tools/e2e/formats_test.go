@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -24,10 +25,11 @@ func fmExternal(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/" + name); serr == nil {
+		_, serr := os.Stat("/usr/sbin/" + name)
+		if serr == nil {
 			return "/usr/sbin/" + name
 		}
-		missingExternal(t, name, "mosquitto / mosquitto-clients")
+		missingExternal(t, name, "mosquitto / mosquitto-clients", errors.Join(err, serr))
 	}
 	return path
 }

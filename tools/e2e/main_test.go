@@ -138,13 +138,15 @@ func checkRaceReports(dir string) bool {
 	return ok
 }
 
-// missingExternal reports that program, from Debian package pkg, is not
-// installed: the test fails when UPDRAFT_REQUIRE_EXTERNAL=1 (as in CI) and is
-// skipped otherwise.
-func missingExternal(t testing.TB, program, pkg string) {
+// missingExternal reports that program, from Debian package pkg, was not
+// found (lookup is the error of looking for it): the test fails when
+// UPDRAFT_REQUIRE_EXTERNAL=1 (as in CI) and is skipped otherwise. Both say
+// where it was looked for, so a reader can check.
+func missingExternal(t testing.TB, program, pkg string, lookup error) {
 	t.Helper()
+	why := fmt.Sprintf("%s not found (%v; PATH=%s); install Debian package %s", program, lookup, os.Getenv("PATH"), pkg)
 	if os.Getenv("UPDRAFT_REQUIRE_EXTERNAL") == "1" {
-		t.Fatalf("%s is not installed (Debian package %s) and UPDRAFT_REQUIRE_EXTERNAL=1", program, pkg)
+		t.Fatalf("%s; UPDRAFT_REQUIRE_EXTERNAL=1 requires it", why)
 	}
-	t.Skipf("%s is not installed (Debian package %s); set UPDRAFT_REQUIRE_EXTERNAL=1 to fail instead", program, pkg)
+	t.Skipf("%s; set UPDRAFT_REQUIRE_EXTERNAL=1 to fail instead", why)
 }

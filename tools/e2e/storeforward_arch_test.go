@@ -14,7 +14,7 @@ func sfQemu(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		missingExternal(t, name, "qemu-user-static")
+		missingExternal(t, name, "qemu-user-static", err)
 	}
 	return path
 }

@@ -27,7 +27,7 @@ func sfMosquitto(t testing.TB, extra string) *stack.Mosquitto {
 	t.Helper()
 	m, err := stack.StartMosquitto(t.TempDir(), extra)
 	if errors.Is(err, stack.ErrNoMosquitto) {
-		missingExternal(t, "mosquitto", "mosquitto")
+		missingExternal(t, "mosquitto", "mosquitto", err)
 	}
 	if err != nil {
 		t.Fatal(err)

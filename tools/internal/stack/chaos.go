@@ -54,7 +54,7 @@ func StartMosquitto(dir, extra string) (*Mosquitto, error) {
 	path, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/mosquitto"); serr != nil {
-			return nil, ErrNoMosquitto
+			return nil, fmt.Errorf("%w: %w", ErrNoMosquitto, errors.Join(err, serr))
 		}
 		path = "/usr/sbin/mosquitto"
 	}
