@@ -99,52 +99,49 @@ func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Messa
 		return nil, fmt.Errorf("encode batch %s: %d readings, at most %d", id, len(readings), MaxRows)
 	}
 	// Order rows without comparing strings: each distinct device, metric and
-	// unit gets an id (in order of appearance), each device and metric a
-	// rank (its place in string order), and rows are grouped by rank.
+	// unit is numbered (Interner), rows are grouped by the device's and the
+	// metric's rank (their places in string order), and the dictionaries
+	// look words up by number.
+	n := len(readings)
 	var devs, mets, units Interner
-	rows := make([]row, len(readings))
+	dev, met, unit := make([]int32, n), make([]int32, n), make([]int32, n)
 	minTS, maxTS := int64(math.MaxInt64), int64(math.MinInt64)
 	for i := range readings {
 		r := &readings[i]
 		if r.Region != id.Edge.Region || r.Site != id.Edge.Site || r.Edge != id.Edge.Edge {
 			return nil, fmt.Errorf("encode batch %s: reading from %s.%s.%s does not belong to this edge", id, r.Region, r.Site, r.Edge)
 		}
-		unit := int32(-1)
+		dev[i], met[i], unit[i] = devs.ID(r.Device), mets.ID(r.Metric), -1
 		if r.Unit != "" {
-			unit = units.ID(r.Unit)
+			unit[i] = units.ID(r.Unit)
 		}
-		rows[i] = row{dev: devs.ID(r.Device), met: mets.ID(r.Metric), unit: unit}
 		minTS, maxTS = min(minTS, r.TS), max(maxTS, r.TS)
 	}
-	_, devRank := devs.Ranks(nil)
-	_, metRank := mets.Ranks(nil)
-	devOf, metOf := make([]int32, len(rows)), make([]int32, len(rows))
-	for i, r := range rows {
-		devOf[i], metOf[i] = devRank[r.dev], metRank[r.met]
+	devOrder, devRank := devs.Ranks(nil)
+	metOrder, metRank := mets.Ranks(nil)
+	for i := range n {
+		dev[i], met[i] = devRank[dev[i]], metRank[met[i]]
 	}
-	order, _, _ := SeriesOrder(nil, nil, devOf, metOf, len(rows), len(devRank), len(metRank), func(a, b int32) int {
+	order, _, _ := SeriesOrder(nil, nil, dev, met, len(devRank), len(metRank), func(a, b int32) int {
 		return cmp.Compare(readings[a].TS, readings[b].TS)
 	})
+
 	mem := memory.DefaultAllocator
 	ts := array.NewInt64Builder(mem)
 	val := array.NewFloat64Builder(mem)
-	dev, met, unit := newDict(mem, &devs), newDict(mem, &mets), newDict(mem, &units)
-	defer func() { ts.Release(); val.Release(); dev.release(); met.release(); unit.release() }()
-	ts.Reserve(len(readings))
-	val.Reserve(len(readings))
-	dev.idx.Reserve(len(readings))
-	met.idx.Reserve(len(readings))
-	unit.idx.Reserve(len(readings))
+	devDict, metDict, unitDict := newDict(mem, inOrder(devs.Words, devOrder), n), newDict(mem, inOrder(mets.Words, metOrder), n), newDict(mem, units.Words, n)
+	defer func() { ts.Release(); val.Release(); devDict.release(); metDict.release(); unitDict.release() }()
+	ts.Reserve(n)
+	val.Reserve(n)
 	for _, i := range order {
-		k := &rows[i]
 		ts.UnsafeAppend(readings[i].TS)
 		val.UnsafeAppend(readings[i].Value)
-		dev.append(k.dev)
-		met.append(k.met)
-		if k.unit < 0 {
-			unit.appendNull()
+		devDict.append(dev[i])
+		metDict.append(met[i])
+		if unit[i] < 0 {
+			unitDict.appendNull()
 		} else {
-			unit.append(k.unit)
+			unitDict.append(unit[i])
 		}
 	}
 	tsArr := ts.NewArray()
@@ -152,7 +149,7 @@ func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Messa
 	tsData := array.NewData(Schema.Field(0).Type, tsArr.Len(), tsArr.Data().Buffers(), nil, 0, 0)
 	tsCol := array.MakeFromData(tsData)
 	tsData.Release()
-	cols := []arrow.Array{tsCol, dev.finish(), met.finish(), val.NewArray(), unit.finish()}
+	cols := []arrow.Array{tsCol, devDict.finish(), metDict.finish(), val.NewArray(), unitDict.finish()}
 	defer func() {
 		for _, c := range cols {
 			c.Release()
@@ -188,32 +185,40 @@ func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Messa
 	return &Message{Subject: schemas.TelemetrySubject(id.Edge, kind), Header: h, Data: buf.Bytes()}, nil
 }
 
-// row holds a reading's Interner numbers; unit is -1 when empty.
-type row struct{ dev, met, unit int32 }
+// inOrder returns words in the given order.
+func inOrder(words []string, order []int32) []string {
+	out := make([]string, len(order))
+	for i, j := range order {
+		out[i] = words[j]
+	}
+	return out
+}
 
-// dict builds a dictionary-encoded string column; words are numbered in
-// order of first use.
+// dict builds a dictionary-encoded string column of rows that name their
+// word by its index in names; the column's words are numbered in order of
+// first use.
 type dict struct {
 	idx   *array.Int32Builder
 	words *array.StringBuilder
 	names []string
-	word  []int32 // Interner number -> word index, -1 until used
+	word  []int32 // index in names -> word number, -1 until used
 }
 
-func newDict(mem memory.Allocator, n *Interner) *dict {
-	d := &dict{idx: array.NewInt32Builder(mem), words: array.NewStringBuilder(mem), names: n.Words, word: make([]int32, len(n.Words))}
+func newDict(mem memory.Allocator, names []string, rows int) *dict {
+	d := &dict{idx: array.NewInt32Builder(mem), words: array.NewStringBuilder(mem), names: names, word: make([]int32, len(names))}
 	for i := range d.word {
 		d.word[i] = -1
 	}
+	d.idx.Reserve(rows)
 	return d
 }
 
-func (d *dict) append(id int32) {
-	w := d.word[id]
+func (d *dict) append(name int32) {
+	w := d.word[name]
 	if w < 0 {
 		w = int32(d.words.Len())
-		d.word[id] = w
-		d.words.Append(d.names[id])
+		d.word[name] = w
+		d.words.Append(d.names[name])
 	}
 	d.idx.Append(w)
 }

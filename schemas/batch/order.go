@@ -5,7 +5,7 @@ import (
 	"slices"
 )
 
-// SeriesOrder returns the order of n rows by series (device, then metric),
+// SeriesOrder returns the order of the rows by series (device, then metric),
 // then by less within a series, equal rows in input order. dev[i] and met[i]
 // are row i's device and metric ranks (their places in string order), below
 // nDev and nMet. perm and ends are reused when large enough.
@@ -14,7 +14,8 @@ import (
 // sort, after which a series usually needs only a check, since edges send
 // each series in time order; ends[s] is then where series s (device rank *
 // nMet + metric rank) ends in perm. Otherwise it compares.
-func SeriesOrder(perm, ends, dev, met []int32, n, nDev, nMet int, less func(a, b int32) int) (_, _ []int32, bySeries bool) {
+func SeriesOrder(perm, ends, dev, met []int32, nDev, nMet int, less func(a, b int32) int) (_, _ []int32, bySeries bool) {
+	n := len(dev)
 	perm = grow(perm, n)
 	series := nDev * nMet
 	if series > 4*n+1024 {

@@ -32,7 +32,7 @@ func TestSeriesOrder(t *testing.T) {
 				ts[i] /= 3 // and some equal
 			}
 			less := func(a, b int32) int { return cmp.Compare(ts[a], ts[b]) }
-			perm, ends, bySeries := batch.SeriesOrder(make([]int32, 3), nil, dev, met, tt.n, tt.nDev, tt.nMet, less)
+			perm, ends, bySeries := batch.SeriesOrder(make([]int32, 3), nil, dev, met, tt.nDev, tt.nMet, less)
 			if bySeries != tt.bySeries {
 				t.Fatalf("bySeries %v, want %v", bySeries, tt.bySeries)
 			}

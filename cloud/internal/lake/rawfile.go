@@ -235,7 +235,7 @@ func (f *rawFile) sort(n int) {
 		}
 		return cmp.Or(cmp.Compare(f.ts[a], f.ts[b]), cmp.Compare(f.edgeIx[a], f.edgeIx[b]), cmp.Compare(f.siteIx[a], f.siteIx[b]))
 	}
-	f.perm, f.counts, f.bySeries = batch.SeriesOrder(f.perm, f.counts, f.devIx[:n], f.metIx[:n], n, len(f.device.Words), len(f.metric.Words), less)
+	f.perm, f.counts, f.bySeries = batch.SeriesOrder(f.perm, f.counts, f.devIx[:n], f.metIx[:n], len(f.device.Words), len(f.metric.Words), less)
 }
 
 // gather copies the rows into file order, one column at a time: each
