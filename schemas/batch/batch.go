@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"bytes"
 	"cmp"
 	"fmt"
 	"math"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/nats-io/nats.go"
 
@@ -158,12 +156,8 @@ func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Messa
 	rec := array.NewRecordBatch(Schema, cols, int64(len(readings)))
 	defer rec.Release()
 
-	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(Schema), ipc.WithZstd(), ipc.WithAllocator(mem))
-	if err := w.Write(rec); err != nil {
-		return nil, fmt.Errorf("encode batch %s: %w", id, err)
-	}
-	if err := w.Close(); err != nil {
+	data, err := writeStream(rec)
+	if err != nil {
 		return nil, fmt.Errorf("encode batch %s: %w", id, err)
 	}
 	if kind == "" {
@@ -182,7 +176,7 @@ func Encode(id ID, kind string, replay bool, readings []schemas.Reading) (*Messa
 		h.Set(HdrReplay, "1")
 	}
 	h.Set(HdrMsgID, id.MsgID())
-	return &Message{Subject: schemas.TelemetrySubject(id.Edge, kind), Header: h, Data: buf.Bytes()}, nil
+	return &Message{Subject: schemas.TelemetrySubject(id.Edge, kind), Header: h, Data: data}, nil
 }
 
 // inOrder returns words in the given order.
