@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,9 +25,10 @@ import (
 // /proc/self/maps and the call, and something else be mapped at that
 // address, the advice only moves that memory out (to swap if any), it does
 // not discard it (MADV_DONTNEED on anonymous memory would zero it). The files
-// being appended to are skipped: the write-ahead logs (.mem) and the newest
-// value-log file, written page by page at every commit; paging them out would
-// read a page back for each append.
+// being appended to are left alone where they are written: the write-ahead
+// logs (.mem), and the last trimHeadKeep before the end of what has been
+// written of the newest value-log file; paging those out would read a page
+// back for each append, or for the live batch the forwarder reads next.
 func trimMappings(dir string) (int64, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -78,7 +80,10 @@ func trimMappings(dir string) (int64, error) {
 	var advised int64
 	for _, m := range maps {
 		if m.vlog != "" && m.vlog == head {
-			continue
+			m.end = behindHead(m.start, m.end)
+			if m.end <= m.start {
+				continue
+			}
 		}
 		if _, _, e := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_PAGEOUT); e != 0 {
 			if e == unix.EINVAL {
@@ -89,6 +94,37 @@ func trimMappings(dir string) (int64, error) {
 		advised += int64(m.end - m.start)
 	}
 	return advised, nil
+}
+
+// trimHeadKeep is how much of the newest value-log file stays resident
+// behind the end of what has been written: Badger appends there at every
+// commit, and the forwarder reads the live batches from there within a
+// second or two. The rest of the file (it grows to ValueLogFileSize, 4 MiB
+// in the device profile) is only read again for a backlog.
+const trimHeadKeep = 1 << 20
+
+// behindHead returns where paging out the mapping [start, end) of the
+// newest value-log file must stop: trimHeadKeep before its last page in
+// memory (mincore), which is the end of what has been written, since the
+// file is appended to and never read past its end. It returns start when
+// nothing can be paged out or mincore fails.
+func behindHead(start, end uintptr) uintptr {
+	ps := uintptr(os.Getpagesize())
+	vec := make([]byte, (end-start+ps-1)/ps)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, start, end-start, uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		return start
+	}
+	last := -1
+	for i := len(vec) - 1; i >= 0; i-- {
+		if vec[i]&1 != 0 {
+			last = i
+			break
+		}
+	}
+	if upto := start + uintptr(last+1)*ps; upto > start+trimHeadKeep {
+		return (upto - trimHeadKeep) &^ (ps - 1)
+	}
+	return start
 }
 
 // residentFiles reads how much of the process's file mappings is resident

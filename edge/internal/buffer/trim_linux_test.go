@@ -72,16 +72,35 @@ func TestTrimMappings(t *testing.T) {
 	}
 }
 
-// TestTrimMappingsKeepsHead: the newest value-log file, appended to at every
-// commit, stays resident; older ones are paged out. Names cross six digits,
-// where the longer name is the newer.
+// TestTrimMappingsKeepsHead: the end of what has been written of the newest
+// value-log file, appended to at every commit, stays resident; the rest of
+// it and older files are paged out. Names cross six digits, where the
+// longer name is the newer.
 func TestTrimMappingsKeepsHead(t *testing.T) {
-	dir := t.TempDir()
 	const size = 4 << 20
-	mapped := func(name string) []byte {
-		m := mapFile(t, filepath.Join(dir, name), make([]byte, size))
+	// mapped maps a size-byte file of which the first written bytes hold
+	// data (the rest is a hole, as in Badger's preallocated value-log
+	// files) and reads it all.
+	mapped := func(dir, name string, written int) []byte {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, make([]byte, written), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, size); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Munmap(m) })
 		var sum int
-		for i := 0; i < size; i += 4096 {
+		for i := 0; i < written; i += 4096 {
 			sum += int(m[i])
 		}
 		if sum != 0 {
@@ -112,20 +131,33 @@ func TestTrimMappingsKeepsHead(t *testing.T) {
 		t.Fatalf("mapping %s not in /proc/self/smaps", start)
 		return 0
 	}
-	older, old, head := mapped("999998.vlog"), mapped("999999.vlog"), mapped("1000000.vlog")
-	if _, err := trimMappings(dir); err == errTrimUnsupported {
-		t.Skip("this kernel has no madvise(MADV_PAGEOUT), which needs Linux 5.4 or later")
-	} else if err != nil {
-		t.Fatal(err)
+	pages, keep := size/4096, trimHeadKeep/4096
+	pass := func(dir string) {
+		if _, err := trimMappings(dir); err == errTrimUnsupported {
+			t.Skip("this kernel has no madvise(MADV_PAGEOUT), which needs Linux 5.4 or later")
+		} else if err != nil {
+			t.Fatal(err)
+		}
 	}
-	pages := size / 4096
-	if n := resident(head); n < pages {
-		t.Fatalf("newest value-log file: %d of %d pages resident after a pass, want all", n, pages)
+
+	dir := t.TempDir()
+	older, old, head := mapped(dir, "999998.vlog", size), mapped(dir, "999999.vlog", size), mapped(dir, "1000000.vlog", 3<<20)
+	pass(dir)
+	if n := resident(head); n < keep || n > keep+16 {
+		t.Fatalf("newest value-log file, 3 MiB written: %d pages resident after a pass, want the last %d written", n, keep)
 	}
 	for name, m := range map[string][]byte{"999998.vlog": older, "999999.vlog": old} {
 		if n := resident(m); n > pages/2 {
 			t.Fatalf("%s: %d of %d pages still resident after a pass", name, n, pages)
 		}
+	}
+
+	// A newest file with less than trimHeadKeep written stays whole.
+	dir = t.TempDir()
+	head = mapped(dir, "000002.vlog", trimHeadKeep/2)
+	pass(dir)
+	if n := resident(head); n != keep/2 {
+		t.Fatalf("newest value-log file, %d bytes written: %d pages resident after a pass, want all %d", trimHeadKeep/2, n, keep/2)
 	}
 }
 
