@@ -124,6 +124,7 @@ http: {addr: %q}
 		}
 	}
 	startup := status()
+	startHWM := procStatus(b, pid)["VmHWM"]
 	b.Logf("agent ready in %v with %d buffered readings", time.Since(t0).Round(time.Millisecond), startup.Buffer.BufferedReadings)
 
 	sim := exec.Command(bin["updraft-sim"], "--broker", "tcp://"+mqttAddr, "--rate", strconv.FormatFloat(*footprintRate, 'f', -1, 64),
@@ -136,6 +137,7 @@ http: {addr: %q}
 
 	outage := sampleRSS(b, pid, *footprintPhase)
 	mid := status()
+	outageHWM := procStatus(b, pid)["VmHWM"]
 
 	ns, err := server.NewServer(&server.Options{Host: natsHost, Port: natsPort, JetStream: true, StoreDir: filepath.Join(dir, "js"),
 		JetStreamMaxStore: 64 << 30, NoLog: true, NoSigs: true})
@@ -174,6 +176,10 @@ http: {addr: %q}
 	b.ReportMetric(drain.peakAnon/1024, "drain-peak-anon-MiB")
 	b.ReportMetric(drain.peakFile/1024, "drain-peak-file-MiB")
 	b.ReportMetric(hwm/1024, "hwm-MiB")
+	// The whole run's peak as it stood once the agent was ready and at the
+	// end of the outage phase: which phase set it.
+	b.ReportMetric(startHWM/1024, "hwm-at-ready-MiB")
+	b.ReportMetric(outageHWM/1024, "hwm-after-outage-MiB")
 	b.ReportMetric(float64(mid.MQTT.MessagesAcked-startup.MQTT.MessagesAcked)/phase, "outage-msgs/s")
 	b.ReportMetric(float64(end.MQTT.MessagesAcked-mid.MQTT.MessagesAcked)/phase, "drain-msgs/s")
 	b.ReportMetric(float64(end.Forward.ReadingsSent-mid.Forward.ReadingsSent)/phase, "readings/s")
