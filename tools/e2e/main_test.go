@@ -144,9 +144,11 @@ func checkRaceReports(dir string) bool {
 // where it was looked for, so a reader can check.
 func missingExternal(t testing.TB, program, pkg string, lookup error) {
 	t.Helper()
-	why := fmt.Sprintf("%s not found (%v; PATH=%s); install Debian package %s", program, lookup, os.Getenv("PATH"), pkg)
+	path := os.Getenv("PATH")
 	if os.Getenv("UPDRAFT_REQUIRE_EXTERNAL") == "1" {
-		t.Fatalf("%s; UPDRAFT_REQUIRE_EXTERNAL=1 requires it", why)
+		t.Fatalf("%s not found (%v; PATH=%s); install Debian package %s; UPDRAFT_REQUIRE_EXTERNAL=1 requires it",
+			program, lookup, path, pkg)
 	}
-	t.Skipf("%s; set UPDRAFT_REQUIRE_EXTERNAL=1 to fail instead", why)
+	t.Skipf("%s not found (%v; PATH=%s); install Debian package %s; set UPDRAFT_REQUIRE_EXTERNAL=1 to fail instead",
+		program, lookup, path, pkg)
 }
