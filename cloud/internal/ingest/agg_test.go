@@ -31,9 +31,9 @@ type aggLakeRow struct {
 }
 
 // aggReadings returns the aggregate readings of batch seq: count, mean and
-// max of "temp" over windows 1m windows, for 2 devices.
-func aggReadings(edge schemas.EdgeID, seq uint64, windows int) []schemas.Reading {
-	base := time.Now().Add(-time.Hour).Truncate(time.Minute).Add(time.Duration(seq*uint64(windows)) * time.Minute)
+// max of "temp" over windows 1m windows from start, for 2 devices.
+func aggReadings(edge schemas.EdgeID, start time.Time, seq uint64, windows int) []schemas.Reading {
+	base := start.Add(time.Duration(seq*uint64(windows)) * time.Minute)
 	var out []schemas.Reading
 	for w := range windows {
 		for d := range 2 {
@@ -62,15 +62,18 @@ func TestAggregatesLandInAggLake(t *testing.T) {
 	r := start(t, ingestConfig(srv.ClientURL()), lakeConfig(dir), reg)
 
 	const windows, per = 5, 100
+	// One start for publishing and checking: read again, the clock may have
+	// passed a minute and moved every window.
+	from := time.Now().Add(-time.Hour).Truncate(time.Minute)
 	for seq := uint64(1); seq <= 4; seq++ {
 		publish(t, js, encode(t, edge1, 1, seq, per))
-		m, err := batch.Encode(batch.ID{Edge: edge1, Epoch: 2, Seq: seq}, schemas.KindAgg, false, aggReadings(edge1, seq, windows))
+		m, err := batch.Encode(batch.ID{Edge: edge1, Epoch: 2, Seq: seq}, schemas.KindAgg, false, aggReadings(edge1, from, seq, windows))
 		if err != nil {
 			t.Fatal(err)
 		}
 		publish(t, js, m)
 	}
-	bad := aggReadings(edge1, 9, 1)
+	bad := aggReadings(edge1, from, 9, 1)
 	bad[0].Metric = "temp"
 	m, err := batch.Encode(batch.ID{Edge: edge1, Epoch: 2, Seq: 9}, schemas.KindAgg, false, bad)
 	if err != nil {
@@ -109,7 +112,7 @@ func TestAggregatesLandInAggLake(t *testing.T) {
 		t.Fatalf("agg lake holds %d rows, want %d", len(got), 4*windows*2)
 	}
 	for seq := uint64(1); seq <= 4; seq++ {
-		rs := aggReadings(edge1, seq, windows)
+		rs := aggReadings(edge1, from, seq, windows)
 		for i := 0; i < len(rs); i += 3 {
 			row := got[fmt.Sprintf("%s/%d", rs[i].Device, rs[i].TS)]
 			if row.Metric != "temp" || row.Window != "1m" || row.Count == nil || *row.Count != 60 ||
