@@ -54,6 +54,12 @@ type Buffer struct {
 	pendClosed   bool
 	running      bool
 	closing      bool
+	// queued counts the readings of AppendMessage calls whose done has not
+	// been called yet (queued, being committed, or held by policy block);
+	// AppendMessage waits on drained while it is at maxQueued.
+	queued        int
+	drained       *sync.Cond
+	intakeStopped bool
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -185,6 +191,7 @@ func Open(cfg Config, edge schemas.EdgeID, log *slog.Logger, reg prometheus.Regi
 		closedCh: make(chan struct{}), house: make(chan struct{}, 1),
 		dicts: map[uint64][]string{},
 	}
+	b.drained = sync.NewCond(&b.pendMu)
 	b.s = shared{segs: map[uint64]int{}, sealedCh: make(chan struct{}),
 		dropped: map[string]uint64{}, summarised: map[string]uint64{}}
 	for i := range b.s.sides {
@@ -555,9 +562,52 @@ func MessageKey(topic string, packetID uint16, payload []byte) uint64 {
 // 65,536 stored (the most a broker can have unacknowledged in one session),
 // the readings are already durable: done(nil) is called without storing them
 // again.
+//
+// AppendMessage returns once the readings are queued; it waits first while
+// maxQueued readings of earlier messages are not yet durable, so that a
+// stalled commit (Badger compacting, a policy block) holds the broker back
+// instead of filling memory.
 func (b *Buffer) AppendMessage(kind string, rs []schemas.Reading, m Message, done func(error)) {
-	b.append(kind, rs, &m, done)
+	n := len(rs)
+	if done == nil {
+		done = func(error) {}
+	}
+	b.pendMu.Lock()
+	for b.queued >= maxQueued && !b.pendClosed && !b.intakeStopped {
+		b.drained.Wait()
+	}
+	b.queued += n
+	b.pendMu.Unlock()
+	b.append(kind, rs, &m, func(err error) {
+		b.pendMu.Lock()
+		b.queued -= n
+		if b.queued < maxQueued {
+			b.drained.Broadcast()
+		}
+		b.pendMu.Unlock()
+		done(err)
+	})
 }
+
+// StopIntake ends the waits of AppendMessage for good: the agent calls it
+// when it stops taking messages, so that a delivery goroutine waiting for
+// room (under policy block, until acknowledgements free space) lets the
+// MQTT client disconnect. What it appends then is handled as usual.
+func (b *Buffer) StopIntake() {
+	b.pendMu.Lock()
+	b.intakeStopped = true
+	b.drained.Broadcast()
+	b.pendMu.Unlock()
+}
+
+// maxQueued bounds the readings of MQTT messages the agent holds in memory
+// before they are durable; the broker keeps the rest, unacknowledged. A
+// pause of the commits while a backlog drained once held some 45,000 live
+// readings, 16 MiB of the heap with their packets and callbacks; the bound
+// is about 6 MiB (docs/buffer.md, "Group commit"). It is also the queue at
+// which a commit starts before the end of its window (earlyCommit), so that
+// waiting here never waits for the window.
+const maxQueued = 1 << 14
 
 func (b *Buffer) append(kind string, rs []schemas.Reading, m *Message, done func(error)) {
 	if done == nil {
@@ -636,8 +686,8 @@ func (b *Buffer) AppendEvent(e Event, done func(error)) {
 }
 
 // earlyCommit: this many queued readings are committed without waiting for
-// the end of the window, which bounds the memory of the queue.
-const earlyCommit = 1 << 16
+// the end of the window.
+const earlyCommit = maxQueued
 
 func (b *Buffer) enqueue(r *request, n int) {
 	b.pendMu.Lock()
@@ -783,6 +833,7 @@ func (b *Buffer) Close() error {
 		b.pendClosed = true
 		left := b.pending
 		b.pending = nil
+		b.drained.Broadcast()
 		b.pendMu.Unlock()
 		for _, r := range left {
 			r.done(ErrClosed)

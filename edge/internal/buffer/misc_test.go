@@ -2,9 +2,11 @@ package buffer
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,5 +258,91 @@ func TestCompressionSetting(t *testing.T) {
 		s := next(t, b, after)
 		got += len(s.Readings)
 		after = s.ID.Seq
+	}
+}
+
+// TestAppendMessageWaitsAtMaxQueued: once maxQueued readings of messages are
+// not yet durable, AppendMessage waits until commits make room, and Close
+// releases a waiter with ErrClosed.
+func TestAppendMessageWaitsAtMaxQueued(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BatchMaxReadings = 10000
+	b := open(t, cfg) // not running yet: nothing is committed
+	const per = 1024
+	var acked atomic.Int64
+	ack := func(err error) {
+		if err != nil {
+			t.Errorf("done: %v", err)
+		}
+		acked.Add(1)
+	}
+	for i := range maxQueued / per {
+		b.AppendMessage(schemas.KindRaw, readings(i*per, per), Message{Key: uint64(i)}, ack)
+	}
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		b.AppendMessage(schemas.KindRaw, readings(maxQueued, 1), Message{Key: 1 << 40}, ack)
+	}()
+	select {
+	case <-returned:
+		t.Fatalf("AppendMessage returned with %d readings queued", maxQueued)
+	case <-time.After(200 * time.Millisecond):
+	}
+	stop := start(t, b)
+	select {
+	case <-returned:
+	case <-time.After(20 * time.Second):
+		t.Fatal("AppendMessage still waiting after the buffer started committing")
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := acked.Load(); n != maxQueued/per+1 {
+			return fmt.Errorf("%d of %d messages acknowledged", n, maxQueued/per+1)
+		}
+		return nil
+	})
+	if st := b.Stats(); st.BufferedReadings != maxQueued+1 {
+		t.Fatalf("buffered %d readings, want %d", st.BufferedReadings, maxQueued+1)
+	}
+	stop()
+
+	// A waiter is released by Close, its readings not stored.
+	b = open(t, cfg)
+	for i := range maxQueued / per {
+		b.AppendMessage(schemas.KindRaw, readings(i*per, per), Message{Key: uint64(i)}, func(error) {})
+	}
+	errc := make(chan error, 1)
+	go b.AppendMessage(schemas.KindRaw, readings(maxQueued, 1), Message{Key: 1 << 40}, func(err error) { errc <- err })
+	time.Sleep(50 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("waiting AppendMessage after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("AppendMessage still waiting after Close")
+	}
+
+	// StopIntake releases a waiter too, and no AppendMessage waits after it.
+	b = open(t, cfg)
+	defer b.Close()
+	for i := range maxQueued / per {
+		b.AppendMessage(schemas.KindRaw, readings(i*per, per), Message{Key: uint64(i)}, func(error) {})
+	}
+	returned = make(chan struct{})
+	go func() {
+		defer close(returned)
+		b.AppendMessage(schemas.KindRaw, readings(maxQueued, 1), Message{Key: 1 << 40}, func(error) {})
+		b.AppendMessage(schemas.KindRaw, readings(maxQueued+1, 1), Message{Key: 1<<40 + 1}, func(error) {})
+	}()
+	time.Sleep(50 * time.Millisecond)
+	b.StopIntake()
+	select {
+	case <-returned:
+	case <-time.After(20 * time.Second):
+		t.Fatal("AppendMessage still waiting after StopIntake")
 	}
 }

@@ -297,6 +297,7 @@ func (b *Buffer) shutdown(healthy bool, cause error) error {
 	b.pendClosed = true
 	reqs := b.pending
 	b.pending, b.pendReadings = nil, 0
+	b.drained.Broadcast()
 	b.pendMu.Unlock()
 	b.mu.Lock()
 	blocked := b.s.blocked
