@@ -187,6 +187,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if brk != nil {
 		base.Go(func() error { return brk.Run(bctx) })
 	}
+	if a.cfg.CodeRelease > 0 {
+		base.Go(func() error { a.releaseCodeLoop(bctx); return nil })
+	}
 	if a.http != nil {
 		base.Go(func() error { return a.http.Run(bctx) })
 		a.log.Info("serving ops API", "url", a.http.URL())

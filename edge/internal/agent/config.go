@@ -38,6 +38,10 @@ type Config struct {
 	// a 1 GiB backlog draining, peak RSS was 59-61 MiB against 64-66 MiB at
 	// Go's default of 100 (docs/buffer.md, "Memory").
 	GCPercent int `yaml:"gc_percent" help:"garbage collector target, percent of the live heap (like GOGC, which overrides it)"`
+	// CodeRelease: how often the pages of the agent's executable that are
+	// not in use leave the resident set (releaseCode). Code that ran once at
+	// start otherwise counts in the agent's RSS for good.
+	CodeRelease time.Duration `yaml:"code_release_interval" help:"how often the agent's own code pages not in use are dropped from resident memory (Linux; 0 = never)"`
 	// Aggregate and Rules reload on SIGHUP (docs/aggregation.md).
 	Aggregate aggregate.Config `yaml:"aggregate"`
 	Rules     []rules.Rule     `yaml:"rules" help:"alert rules (docs/aggregation.md)"`
@@ -87,6 +91,7 @@ func DefaultConfig() Config {
 		HTTP:        HTTPConfig{Addr: "127.0.0.1:7410"},
 		MemoryLimit: 40 << 20,
 		GCPercent:   50,
+		CodeRelease: 10 * time.Second,
 		Aggregate:   aggregate.DefaultConfig(),
 		Local:       LocalConfig{TopicPrefix: "updraft", PublishAggregates: true, Tick: 200 * time.Millisecond},
 	}
@@ -109,6 +114,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCPercent < 10 || c.GCPercent > 1000 {
 		return config.Invalid("gc_percent", c.GCPercent, "10 to 1000 (Go's default is 100)")
+	}
+	if c.CodeRelease != 0 && (c.CodeRelease < time.Second || c.CodeRelease > time.Hour) {
+		return config.Invalid("code_release_interval", c.CodeRelease, "0s (never) or 1s to 1h, e.g. 10s")
 	}
 	if err := buffer.CheckPlatform(); err != nil {
 		return err
