@@ -205,13 +205,6 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return nil
 		}
 	})
-	front.Go(func() error {
-		// Ingest disconnects only once its delivery goroutine returns,
-		// which may be waiting for room in the buffer.
-		<-fctx.Done()
-		buf.StopIntake()
-		return nil
-	})
 	front.Go(func() error { return fwd.Run(fctx) })
 	front.Go(func() error { return an.Run(fctx) })
 	if pub != nil {

@@ -57,9 +57,8 @@ type Buffer struct {
 	// queued counts the readings of AppendMessage calls whose done has not
 	// been called yet (queued, being committed, or held by policy block);
 	// AppendMessage waits on drained while it is at maxQueued.
-	queued        int
-	drained       *sync.Cond
-	intakeStopped bool
+	queued  int
+	drained *sync.Cond
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -573,7 +572,7 @@ func (b *Buffer) AppendMessage(kind string, rs []schemas.Reading, m Message, don
 		done = func(error) {}
 	}
 	b.pendMu.Lock()
-	for b.queued >= maxQueued && !b.pendClosed && !b.intakeStopped {
+	for b.queued >= maxQueued && !b.pendClosed {
 		b.drained.Wait()
 	}
 	b.queued += n
@@ -587,17 +586,6 @@ func (b *Buffer) AppendMessage(kind string, rs []schemas.Reading, m Message, don
 		b.pendMu.Unlock()
 		done(err)
 	})
-}
-
-// StopIntake ends the waits of AppendMessage for good: the agent calls it
-// when it stops taking messages, so that a delivery goroutine waiting for
-// room (under policy block, until acknowledgements free space) lets the
-// MQTT client disconnect. What it appends then is handled as usual.
-func (b *Buffer) StopIntake() {
-	b.pendMu.Lock()
-	b.intakeStopped = true
-	b.drained.Broadcast()
-	b.pendMu.Unlock()
 }
 
 // maxQueued bounds the readings of MQTT messages the agent holds in memory

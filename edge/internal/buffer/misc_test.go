@@ -326,23 +326,4 @@ func TestAppendMessageWaitsAtMaxQueued(t *testing.T) {
 		t.Fatal("AppendMessage still waiting after Close")
 	}
 
-	// StopIntake releases a waiter too, and no AppendMessage waits after it.
-	b = open(t, cfg)
-	defer b.Close()
-	for i := range maxQueued / per {
-		b.AppendMessage(schemas.KindRaw, readings(i*per, per), Message{Key: uint64(i)}, func(error) {})
-	}
-	returned = make(chan struct{})
-	go func() {
-		defer close(returned)
-		b.AppendMessage(schemas.KindRaw, readings(maxQueued, 1), Message{Key: 1 << 40}, func(error) {})
-		b.AppendMessage(schemas.KindRaw, readings(maxQueued+1, 1), Message{Key: 1<<40 + 1}, func(error) {})
-	}()
-	time.Sleep(50 * time.Millisecond)
-	b.StopIntake()
-	select {
-	case <-returned:
-	case <-time.After(20 * time.Second):
-		t.Fatal("AppendMessage still waiting after StopIntake")
-	}
 }
