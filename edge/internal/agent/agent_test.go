@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/updraft-io/updraft/edge/internal/buffer"
 	"github.com/updraft-io/updraft/schemas"
 	"github.com/updraft-io/updraft/schemas/batch"
 )
@@ -143,5 +145,83 @@ func TestAgentForwardsDurably(t *testing.T) {
 	}
 	if v := seen[fmt.Sprintf("dev-2/temperature/%d", (base+7)*1e6)]; v != 7.5 {
 		t.Fatalf("dev-2 temperature at message 7 = %v, want 7.5", v)
+	}
+}
+
+// TestAgentStopsWhileIntakeWaits: with policy block and the buffer full, the
+// agent holds 16,384 readings of MQTT messages and stops reading from the
+// broker, its MQTT delivery goroutine waiting for room; stopping the agent
+// must still end Run (paho's Disconnect gives up on that goroutine after its
+// quiesce time, and the buffer's shutdown then ends the wait).
+func TestAgentStopsWhileIntakeWaits(t *testing.T) {
+	cfg := DefaultConfig()
+	mqttAddr := freeAddr(t)
+	cfg.Broker.Enabled, cfg.Broker.Listen = true, mqttAddr
+	cfg.MQTT.Broker = "tcp://" + mqttAddr
+	cfg.NATS.URL = "nats://" + freeAddr(t) // nothing listens: the uplink stays down
+	cfg.Buffer.Dir = t.TempDir()
+	cfg.Buffer.MaxBytes = buffer.MinMaxBytes
+	cfg.Buffer.Policy = buffer.PolicyBlock
+	cfg.HTTP.Addr = ""
+	a, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for a.ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not ready: %v", a.ready())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(cfg.MQTT.Broker).SetClientID("pub").SetAutoReconnect(false))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	// 150 messages of 200 readings: 30,000 readings, far more than the
+	// buffer takes before it blocks plus what the agent holds.
+	const msgs, per = 150, 200
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range msgs {
+		var p strings.Builder
+		fmt.Fprintf(&p, `{"ts":%d`, base+int64(i))
+		for j := range per {
+			fmt.Fprintf(&p, `,"m%d":%d.5`, j, i)
+		}
+		p.WriteString("}")
+		if tok := pub.Publish("devices/dev-"+strconv.Itoa(i%5)+"/telemetry", 1, false, p.String()); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	pub.Disconnect(50) // every message is with the broker
+	// The agent's intake stops: the buffer is blocked and the messages
+	// received stop growing short of all of them.
+	p := a.live.Load()
+	last, since := uint64(0), time.Now()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got := p.in.Stats().Received
+		if got != last {
+			last, since = got, time.Now()
+		}
+		if p.buf.Stats().Blocked && got > 0 && got < msgs && time.Since(since) > time.Second {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("intake did not stop: %d of %d messages received, buffer %+v", got, msgs, p.buf.Stats())
+		}
+	}
+	t.Logf("intake stopped after %d of %d messages (%d readings)", last, msgs, last*per)
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent still running 30 s after it was stopped")
 	}
 }
