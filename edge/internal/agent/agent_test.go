@@ -214,7 +214,11 @@ func TestAgentStopsWhileIntakeWaits(t *testing.T) {
 			t.Fatalf("intake did not stop: %d of %d messages received, buffer %+v", got, msgs, p.buf.Stats())
 		}
 	}
-	t.Logf("intake stopped after %d of %d messages (%d readings)", last, msgs, last*per)
+	st := p.buf.Stats()
+	t.Logf("intake stopped after %d of %d messages (%d readings); buffer %d queued, %d intake waits", last, msgs, last*per, st.QueuedReadings, st.IntakeWaits)
+	if st.IntakeWaits != 1 || st.QueuedReadings < 16384 {
+		t.Fatalf("intake stopped with %d readings queued and %d waits, want the bound of 16,384 and 1 wait", st.QueuedReadings, st.IntakeWaits)
+	}
 	stop()
 	select {
 	case err := <-done:

@@ -57,8 +57,9 @@ type Buffer struct {
 	// queued counts the readings of AppendMessage calls whose done has not
 	// been called yet (queued, being committed, or held by policy block);
 	// AppendMessage waits on drained while it is at maxQueued.
-	queued  int
-	drained *sync.Cond
+	queued      int
+	drained     *sync.Cond
+	intakeWaits uint64 // AppendMessage calls that waited at maxQueued
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -572,8 +573,11 @@ func (b *Buffer) AppendMessage(kind string, rs []schemas.Reading, m Message, don
 		done = func(error) {}
 	}
 	b.pendMu.Lock()
-	for b.queued >= maxQueued && !b.pendClosed {
-		b.drained.Wait()
+	if b.queued >= maxQueued && !b.pendClosed {
+		b.intakeWaits++
+		for b.queued >= maxQueued && !b.pendClosed {
+			b.drained.Wait()
+		}
 	}
 	b.queued += n
 	b.pendMu.Unlock()
@@ -741,14 +745,24 @@ type Stats struct {
 	// Badger's own overhead: docs/buffer.md).
 	Commits      uint64 `json:"commits"`
 	WrittenBytes int64  `json:"written_bytes"`
+	// QueuedReadings are readings of MQTT messages not yet durable;
+	// IntakeWaits counts the messages whose intake waited because they
+	// reached maxQueued (the broker then holds the rest: docs/buffer.md,
+	// "Group commit").
+	QueuedReadings int    `json:"queued_readings"`
+	IntakeWaits    uint64 `json:"intake_waits"`
 }
 
 // Stats is cheap: it copies counters under a lock.
 func (b *Buffer) Stats() Stats {
+	b.pendMu.Lock()
+	queued, waits := b.queued, b.intakeWaits
+	b.pendMu.Unlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := &b.s
 	st := Stats{
+		QueuedReadings: queued, IntakeWaits: waits,
 		Epoch: b.epoch, NextSeq: s.nextSeq, UnackedBatches: len(s.batches),
 		DeadLetters: s.sides[sideDead].count, Events: s.sides[sideEvent].count,
 		MaxBytes: int64(b.cfg.MaxBytes), DiskBytes: s.diskBytes, DiskApparentBytes: s.diskApparent,

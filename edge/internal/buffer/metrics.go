@@ -60,6 +60,11 @@ func newMetrics(b *Buffer) *metrics {
 				}
 				return max(b.now().Sub(s.OldestUnsent).Seconds(), 0)
 			}),
+		gauge("queued_readings", "Readings of MQTT messages received and not yet durable.",
+			func(s *Stats) float64 { return float64(s.QueuedReadings) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "intake_waits_total",
+			Help: "MQTT messages whose intake waited because 16,384 readings were not yet durable (the broker holds the rest)."},
+			func() float64 { return float64(b.Stats().IntakeWaits) }),
 		gauge("blocked", "1 while appends wait for space (policy block).", func(s *Stats) float64 {
 			if s.Blocked {
 				return 1

@@ -289,6 +289,12 @@ func TestAppendMessageWaitsAtMaxQueued(t *testing.T) {
 		t.Fatalf("AppendMessage returned with %d readings queued", maxQueued)
 	case <-time.After(200 * time.Millisecond):
 	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if st := b.Stats(); st.QueuedReadings != maxQueued || st.IntakeWaits != 1 {
+			return fmt.Errorf("queued %d readings, %d intake waits; want %d and 1", st.QueuedReadings, st.IntakeWaits, maxQueued)
+		}
+		return nil
+	})
 	stop := start(t, b)
 	select {
 	case <-returned:
@@ -301,8 +307,9 @@ func TestAppendMessageWaitsAtMaxQueued(t *testing.T) {
 		}
 		return nil
 	})
-	if st := b.Stats(); st.BufferedReadings != maxQueued+1 {
-		t.Fatalf("buffered %d readings, want %d", st.BufferedReadings, maxQueued+1)
+	if st := b.Stats(); st.BufferedReadings != maxQueued+1 || st.QueuedReadings != 0 || st.IntakeWaits != 1 {
+		t.Fatalf("buffered %d readings, %d queued, %d intake waits; want %d, 0 and 1",
+			st.BufferedReadings, st.QueuedReadings, st.IntakeWaits, maxQueued+1)
 	}
 	stop()
 
