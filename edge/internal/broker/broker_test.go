@@ -166,6 +166,14 @@ func TestPersistentSessionGetsQueuedMessages(t *testing.T) {
 	wait(t, pub.Publish("devices/d1/telemetry", 1, false, "before"), "publish")
 	checkFor(t, 10*time.Second, first.has("devices/d1/telemetry before"))
 	sub.Disconnect(100)
+	// paho's Disconnect returns once DISCONNECT is sent; until the broker
+	// has closed the connection, a message may still go to it.
+	checkFor(t, 10*time.Second, func() error {
+		if cl, ok := b.srv.Clients.Get("agent"); ok && !cl.Closed() {
+			return errors.New("the broker still has the agent's first connection open")
+		}
+		return nil
+	})
 
 	// The broker acknowledged these, so it must hold them for the session.
 	for i := range 3 {
@@ -178,7 +186,15 @@ func TestPersistentSessionGetsQueuedMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Disconnect(100)
-	checkFor(t, 10*time.Second, second.has("devices/d1/telemetry offline-0", "devices/d1/telemetry offline-1", "devices/d1/telemetry offline-2"))
+	checkFor(t, 10*time.Second, func() error {
+		err := second.has("devices/d1/telemetry offline-0", "devices/d1/telemetry offline-1", "devices/d1/telemetry offline-2")()
+		if err != nil {
+			first.mu.Lock()
+			defer first.mu.Unlock()
+			return fmt.Errorf("%w (the first connection received %q)", err, first.msgs)
+		}
+		return nil
+	})
 }
 
 func TestUsers(t *testing.T) {
