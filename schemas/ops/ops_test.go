@@ -184,11 +184,16 @@ func TestGracefulShutdown(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c := &http.Client{Transport: &http.Transport{}, Timeout: time.Second}
-		_, err := c.Get(s.URL() + "/healthz")
-		c.CloseIdleConnections()
+		resp, err := c.Get(s.URL() + "/healthz")
 		if err != nil {
+			c.CloseIdleConnections()
 			break
 		}
+		// Read and close the body, or the connection stays in use and its
+		// goroutines outlive the test.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		c.CloseIdleConnections()
 		if time.Now().After(deadline) {
 			t.Fatal("the server still accepts connections while shutting down")
 		}
