@@ -51,16 +51,18 @@ type codeSpan struct {
 
 // codeSpans parses /proc/self/smaps and returns the mappings of the file exe
 // that releaseCode may advise: private, not writable, with resident pages and
-// none copied on write.
+// none copied on write. A mapping whose "Anonymous:" line is missing, or text
+// that does not parse to the end, gives nothing: advising a page copied on
+// write would lose what was written to it.
 func codeSpans(smaps []byte, exe string) []codeSpan {
 	var out []codeSpan
 	var cur codeSpan
-	ok, anon := false, int64(0)
+	ok, anon := false, int64(-1) // -1: no "Anonymous:" line seen yet
 	flush := func() {
 		if ok && anon == 0 && cur.rss > 0 {
 			out = append(out, cur)
 		}
-		ok, anon = false, 0
+		ok, anon = false, -1
 	}
 	sc := bufio.NewScanner(bytes.NewReader(smaps))
 	for sc.Scan() {
@@ -102,6 +104,9 @@ func codeSpans(smaps []byte, exe string) []codeSpan {
 		case "Anonymous:":
 			anon = kb
 		}
+	}
+	if sc.Err() != nil {
+		return nil
 	}
 	flush()
 	return out

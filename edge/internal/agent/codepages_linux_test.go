@@ -43,6 +43,9 @@ func TestCodeSpans(t *testing.T) {
 		"7f0000200000-7f0000300000 rw-p 00000000 00:00 0",
 		"Rss:                 900 kB",
 		"Anonymous:           900 kB",
+		// no Anonymous line: not known to be unwritten
+		"01100000-01200000 r-xp 00d00000 fd:00 1234 " + exe,
+		"Rss:                  64 kB",
 		// a path with a space, as a replaced executable shows
 		"7f0000300000-7f0000400000 r-xp 00000000 fd:00 1234 " + exe + " (deleted)",
 		"Rss:                  32 kB",
@@ -52,6 +55,9 @@ func TestCodeSpans(t *testing.T) {
 	want := []codeSpan{{0x400000, 0xc00000, 6000 << 10}, {0xe00000, 0xf00000, 500 << 10}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("codeSpans = %x, want %x", got, want)
+	}
+	if got := codeSpans([]byte(smaps+"\n"+strings.Repeat("x", 1<<17)), exe); got != nil {
+		t.Fatalf("codeSpans of text that does not parse to the end = %x, want none", got)
 	}
 	got = codeSpans([]byte(smaps), exe+" (deleted)")
 	want = []codeSpan{{0x7f0000300000, 0x7f0000400000, 32 << 10}}
