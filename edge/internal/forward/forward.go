@@ -103,6 +103,7 @@ type Forwarder struct {
 	up   *uplink
 
 	sentBatches, sentReadings, replayReadings, failures atomic.Uint64
+	rawReadings                                         atomic.Uint64    // readings of raw batches sent
 	laneReadings                                        [2]atomic.Uint64 // by lane: live, backlog
 	lastAck                                             atomic.Int64     // unix ns of the last JetStream ack
 	liveClaimed                                         atomic.Int64     // unix ns the live lane last claimed a batch
@@ -179,6 +180,7 @@ func New(cfg Config, edge schemas.EdgeID, src Source, js jetstream.JetStream, lo
 type Stats struct {
 	BatchesSent     uint64    `json:"batches_sent"`
 	ReadingsSent    uint64    `json:"readings_sent"`
+	RawReadingsSent uint64    `json:"raw_readings_sent"` // of ReadingsSent, those of raw batches: not aggregates or summaries
 	ReplayReadings  uint64    `json:"replay_readings_sent"`
 	PublishFailures uint64    `json:"publish_failures"`
 	LastAck         time.Time `json:"last_ack,omitzero"`
@@ -196,7 +198,7 @@ type Stats struct {
 
 // Stats returns counters since start.
 func (f *Forwarder) Stats() Stats {
-	s := Stats{BatchesSent: f.sentBatches.Load(), ReadingsSent: f.sentReadings.Load(),
+	s := Stats{BatchesSent: f.sentBatches.Load(), ReadingsSent: f.sentReadings.Load(), RawReadingsSent: f.rawReadings.Load(),
 		ReplayReadings: f.replayReadings.Load(), PublishFailures: f.failures.Load(),
 		MaxBytesPerSecond: f.cfg.MaxBytesPerSecond}
 	if ns := f.lastAck.Load(); ns != 0 {
@@ -395,6 +397,9 @@ func (f *Forwarder) publish(ctx context.Context, lane int, s buffer.Sealed, coun
 	n := uint64(count)
 	f.sentBatches.Add(1)
 	f.sentReadings.Add(n)
+	if s.Kind == schemas.KindRaw {
+		f.rawReadings.Add(n)
+	}
 	f.laneReadings[lane].Add(n)
 	if s.Replay {
 		f.replayReadings.Add(n)

@@ -258,6 +258,31 @@ func TestForwardBacklogAndLiveExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestForwardCountsRawReadings: Stats counts every reading sent, and apart
+// those of raw batches.
+func TestForwardCountsRawReadings(t *testing.T) {
+	_, js := runJetStream(t)
+	b := startBuffer(t, t.TempDir())
+	f := runForwarder(t, DefaultConfig(), b, js)
+	appendRange(t, b, 0, 250)
+	agg := make([]schemas.Reading, 30)
+	for i := range agg {
+		agg[i] = reading(i)
+		agg[i].Metric = "temp_mean"
+	}
+	errc := make(chan error, 1)
+	b.Append(schemas.KindAgg, agg, func(err error) { errc <- err })
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 30*time.Second, func() error {
+		if st := f.Stats(); st.ReadingsSent != 280 || st.RawReadingsSent != 250 {
+			return fmt.Errorf("sent %d readings, %d raw; want 280, 250 raw", st.ReadingsSent, st.RawReadingsSent)
+		}
+		return nil
+	})
+}
+
 // TestForwardLiveFlowsWhileBacklogDrains: with an uplink cap, live batches
 // reach the stream promptly while a backlog drains, and the backlog keeps to
 // its share of the cap.
