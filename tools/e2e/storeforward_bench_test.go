@@ -68,11 +68,14 @@ func sfBenchPublish(tb testing.TB, url string, topics, payloads []string) {
 }
 
 // sfBenchCeiling: the same broker, publisher and payloads delivering at QoS 1
-// to a paho subscriber that does nothing. Returns messages/s.
-func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string) float64 {
+// to a paho subscriber that does nothing. Returns messages/s over the whole
+// run and over its steady part (see steadyFrom).
+func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string) (whole, steady float64) {
 	var got atomic.Int64
 	all := make(chan struct{})
 	n := int64(len(payloads))
+	lo, hi := int64(steadyFrom*float64(n)), int64(steadyTo*float64(n))
+	var tLo, tHi atomic.Int64 // unix ns, set by the callbacks that count lo and hi
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(mq.URL()).SetClientID("sf-bench-sub").SetCleanSession(true).
 		SetOrderMatters(false))
 	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -80,7 +83,12 @@ func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string
 	}
 	defer sub.Disconnect(100)
 	if tok := sub.Subscribe("devices/+/telemetry", 1, func(mqtt.Client, mqtt.Message) {
-		if got.Add(1) == n {
+		switch got.Add(1) {
+		case lo:
+			tLo.Store(time.Now().UnixNano())
+		case hi:
+			tHi.Store(time.Now().UnixNano())
+		case n:
 			close(all)
 		}
 	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -93,7 +101,48 @@ func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string
 	case <-time.After(2 * time.Minute):
 		b.Fatalf("subscriber got %d of %d messages", got.Load(), n)
 	}
-	return float64(n) / time.Since(start).Seconds()
+	whole = float64(n) / time.Since(start).Seconds()
+	// Callbacks run concurrently: the ones that counted lo and hi may still
+	// be about to store their times.
+	for tLo.Load() == 0 || tHi.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return whole, float64(hi-lo) / time.Duration(tHi.Load()-tLo.Load()).Seconds()
+}
+
+// The steady rate of a run is measured from when steadyFrom of its messages
+// have arrived to when steadyTo have: it leaves out the start (connections,
+// the first batches) and the end (the last batch of the agent's run waits up
+// to batch_max_age to be sealed; the ceiling has no such wait), which are
+// not throughput.
+const steadyFrom, steadyTo = 0.1, 0.9
+
+// steadyRate is the rate of the samples (time, count) between the first
+// that reaches steadyFrom of total and the first that reaches steadyTo.
+func steadyRate(ts []time.Time, counts []float64, total float64) float64 {
+	i, j := -1, -1
+	for k, c := range counts {
+		if i < 0 && c >= steadyFrom*total {
+			i = k
+		}
+		if c >= steadyTo*total {
+			j = k
+			break
+		}
+	}
+	if i < 0 || j <= i {
+		return math.NaN()
+	}
+	return (counts[j] - counts[i]) / ts[j].Sub(ts[i]).Seconds()
+}
+
+// machineCPU is the busy and stolen CPU time of the whole machine so far.
+func machineCPU(b *testing.B) (busy, steal time.Duration) {
+	busy, steal, err := stack.MachineCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return busy, steal
 }
 
 // procCPU is the CPU time pid has used so far.
@@ -109,11 +158,12 @@ func procCPU(b *testing.B, pid int) time.Duration {
 // core (GOMAXPROCS=1) behind Mosquitto, into JetStream, against the ceiling
 // of the same broker, publisher and payloads delivering to a subscriber that
 // does nothing. Also reported: the agent's peak RSS, bytes it wrote to disk
-// per reading (write_bytes), encoded bytes on the wire per reading, and the
-// CPU time per message of each process in both runs. On a machine with few
-// cores the broker, the publisher and the agent share them, so the ratio
-// follows the CPU per message: about (broker + publisher + subscriber) /
-// (broker + publisher + agent + gateway).
+// per reading (write_bytes), encoded bytes on the wire per reading, the
+// steady rates (steadyFrom), and the CPU time per message of each process
+// and of the whole machine in both runs. On a machine with few cores the
+// broker, the publisher and the agent share them, so the ratio follows the
+// CPU per message: about (broker + publisher + subscriber) / (broker +
+// publisher + agent + gateway), or the ratio of the machine's CPU per message.
 //
 //	go test -run '^$' -bench StoreForwardIngest -benchtime 1x ./tools/e2e/
 func BenchmarkStoreForwardIngest(b *testing.B) {
@@ -136,7 +186,9 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				// agent's: on a small machine they share its cores.
 				self := os.Getpid()
 				cs0, cm0 := procCPU(b, self), procCPU(b, mq.Pid())
-				ceiling := sfBenchCeiling(b, mq, topics, payloads)
+				mb0, ms0 := machineCPU(b)
+				ceiling, ceilingSteady := sfBenchCeiling(b, mq, topics, payloads)
+				mb1, ms1 := machineCPU(b)
 				cs1, cm1 := procCPU(b, self), procCPU(b, mq.Pid())
 
 				s, _ := sfStack(b, sfOptions{mqttURL: mq.URL(), noCloud: true, edgeEnv: []string{"GOMAXPROCS=1"}})
@@ -172,27 +224,45 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 					return st.Buffer.Commits
 				}
 				c0 := commits()
+				mb2, ms2 := machineCPU(b)
 				start := time.Now()
 				b.ResetTimer()
+				// Poll the raw readings the agent has forwarded (aggregates are
+				// counted apart), from the start, every 50 ms: often enough to time
+				// the steady part to within a percent, seldom enough to cost the
+				// agent little (the ceiling run has no such load).
+				var polls []time.Time
+				var sents []float64 // messages: raw readings / 4
+				polled := make(chan error, 1)
+				go func() {
+					deadline := time.Now().Add(2 * time.Minute)
+					for {
+						var st struct {
+							Forward struct {
+								Raw float64 `json:"raw_readings_sent"`
+							} `json:"forward"`
+						}
+						if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
+							polls, sents = append(polls, time.Now()), append(sents, st.Forward.Raw/4)
+							if st.Forward.Raw >= 4*messages {
+								polled <- nil
+								return
+							}
+						}
+						if time.Now().After(deadline) {
+							polled <- fmt.Errorf("agent forwarded %v of %d messages in 2 minutes", sents[max(0, len(sents)-1):], messages)
+							return
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+				}()
 				sfBenchPublish(b, mq.URL(), topics, payloads)
 				published := time.Since(start)
-				var sent float64
-				deadline := time.Now().Add(2 * time.Minute)
-				for sent < 4*messages {
-					var st struct {
-						Forward struct {
-							Sent float64 `json:"readings_sent"`
-						} `json:"forward"`
-					}
-					if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
-						sent = st.Forward.Sent
-					}
-					if time.Now().After(deadline) {
-						b.Fatalf("agent forwarded %.0f of %d readings in 2 minutes", sent, 4*messages)
-					}
-					time.Sleep(20 * time.Millisecond)
+				if err := <-polled; err != nil {
+					b.Fatal(err)
 				}
 				el := time.Since(start)
+				mb3, ms3 := machineCPU(b)
 				b.StopTimer()
 				c1 := commits()
 				alerts := 0.0
@@ -217,9 +287,13 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 					b.Fatal(err)
 				}
 				rate := float64(messages) / el.Seconds()
+				steady := steadyRate(polls, sents, messages)
 				b.ReportMetric(rate, "msgs/s")
 				b.ReportMetric(4*rate, "readings/s")
 				b.ReportMetric(ceiling, "ceiling-msgs/s")
+				b.ReportMetric(steady, "steady-msgs/s")
+				b.ReportMetric(ceilingSteady, "ceiling-steady-msgs/s")
+				b.ReportMetric(100*steady/ceilingSteady, "steady-%-of-ceiling")
 				b.ReportMetric(float64(messages)/published.Seconds(), "published-msgs/s")
 				b.ReportMetric(100*rate/ceiling, "%-of-ceiling")
 				b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-RSS-MiB")
@@ -228,9 +302,15 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				b.ReportMetric(float64(w1-w0)/(4*messages), "disk-B/reading")
 				b.ReportMetric(perMsg(a1-a0), "agent-CPU-µs/msg")
 				b.ReportMetric(float64(streamed.Bytes)/(4*messages), "wire-B/reading")
+				b.ReportMetric(perMsg(mb1-mb0), "ceiling-machine-CPU-µs/msg")
+				b.ReportMetric(perMsg(mb3-mb2), "machine-CPU-µs/msg")
 				b.Logf("%s", strings.Join([]string{
 					fmt.Sprintf("agent: %d messages (%d readings) into JetStream in %v", messages, 4*messages, el.Round(time.Millisecond)),
 					fmt.Sprintf("ceiling %.0f msgs/s; ratio %.0f%%", ceiling, 100*rate/ceiling),
+					fmt.Sprintf("steady (%.0f-%.0f%% of the messages): %.0f msgs/s (%.0f readings/s), ceiling %.0f msgs/s; ratio %.0f%%",
+						100*steadyFrom, 100*steadyTo, steady, 4*steady, ceilingSteady, 100*steady/ceilingSteady),
+					fmt.Sprintf("machine CPU µs/msg (steal): ceiling run %.1f (%.1f), agent run %.1f (%.1f), ratio %.0f%%",
+						perMsg(mb1-mb0), perMsg(ms1-ms0), perMsg(mb3-mb2), perMsg(ms3-ms2), 100*float64(mb1-mb0)/float64(mb3-mb2)),
 					fmt.Sprintf("CPU µs/msg: ceiling run: broker %.1f, publisher and subscriber %.1f; agent run: broker %.1f, publisher and status polls %.1f, agent %.1f, gateway %.1f",
 						perMsg(cm1-cm0), perMsg(cs1-cs0), perMsg(m1-m0), perMsg(s1-s0), perMsg(a1-a0), perMsg(g1-g0)),
 					fmt.Sprintf("%d batches on the wire", streamed.Batches)}, "; "))

@@ -240,6 +240,31 @@ func ProcCPU(pid int) (time.Duration, error) {
 	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
+// MachineCPU is the CPU time all of this machine's CPUs have spent so far,
+// from the first line of /proc/stat: busy is user, nice, system, irq and
+// softirq time (every process and kernel thread, the file system's journal
+// and writeback included); steal is time a virtual machine's CPUs were
+// ready to run but the hypervisor ran something else.
+func MachineCPU() (busy, steal time.Duration, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: first line %q", line)
+	}
+	var t [8]int64 // user nice system idle iowait irq softirq steal
+	for i := range t {
+		if t[i], err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+	}
+	tick := 10 * time.Millisecond
+	return time.Duration(t[0]+t[1]+t[2]+t[5]+t[6]) * tick, time.Duration(t[7]) * tick, nil
+}
+
 func procField(path, field string, unit int64) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
