@@ -106,15 +106,7 @@ func TestBrokerSchemes(t *testing.T) {
 			// start runs an Ingest into sink until it is subscribed; stop
 			// ends it and waits for Run to return.
 			start := func(sink *recordingSink) (stop func()) {
-				in, err := New(cfg, edge, dcfg.Subscriptions, dec, sink, nil, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				ran := make(chan error, 1)
-				go func() { ran <- in.Run(ctx) }()
-				stop = sync.OnceFunc(func() { cancel(); <-ran })
-				t.Cleanup(stop)
+				in, stop := runIngest(t, cfg, edge, dcfg.Subscriptions, dec, sink)
 				waitFor(t, "subscribed", in.Connected)
 				return stop
 			}
@@ -172,6 +164,21 @@ func TestBrokerSchemes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runIngest runs an Ingest into sink until stop, or the end of the test.
+func runIngest(t *testing.T, cfg Config, edge schemas.EdgeID, subs []decode.Subscription, dec *decode.Decoder, sink Sink) (in *Ingest, stop func()) {
+	t.Helper()
+	in, err := New(cfg, edge, subs, dec, sink, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- in.Run(ctx) }()
+	stop = sync.OnceFunc(func() { cancel(); <-ran })
+	t.Cleanup(stop)
+	return in, stop
 }
 
 func selfSigned(t *testing.T) ([]byte, *ecdsa.PrivateKey) {

@@ -78,6 +78,7 @@ type Ingest struct {
 	sink   Sink
 	log    *slog.Logger
 	client mqtt.Client
+	store  sessionStore
 	done   chan struct{} // closed when Run returns
 
 	connected atomic.Bool
@@ -103,7 +104,7 @@ func New(cfg Config, edge schemas.EdgeID, subs []decode.Subscription, dec *decod
 	if cfg.ClientID == "" {
 		cfg.ClientID = "updraft-" + edge.Region + "-" + edge.Site + "-" + edge.Edge
 	}
-	in := &Ingest{cfg: cfg, subs: subs, dec: dec, sink: sink, log: log, done: make(chan struct{})}
+	in := &Ingest{cfg: cfg, subs: subs, dec: dec, sink: sink, log: log, store: newSessionStore(), done: make(chan struct{})}
 	in.mMessages = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_mqtt_messages_total", Help: "MQTT messages received."})
 	in.mReadings = prometheus.NewCounter(prometheus.CounterOpts{Name: "updraft_edge_readings_accepted_total", Help: "Readings decoded and handed to the buffer."})
 	in.mRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "updraft_edge_messages_rejected_total",
@@ -128,6 +129,7 @@ func (in *Ingest) clientOptions() (*mqtt.ClientOptions, error) {
 		// A persistent session makes the broker queue QoS 1 messages while the
 		// agent is down or reconnecting.
 		SetCleanSession(false).
+		SetStore(in.store).
 		SetAutoAckDisabled(true).
 		SetOrderMatters(true).
 		SetKeepAlive(in.cfg.KeepAlive).
