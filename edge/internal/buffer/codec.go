@@ -14,7 +14,7 @@ import (
 // On-disk record formats (docs/buffer.md). Every record starts with a format
 // byte so a later version can read what an earlier one wrote.
 const (
-	chunkFormat = 1
+	chunkFormat = 2 // 1 had no decimal values; this build reads both
 	sealFormat  = 1
 	deadFormat  = 1
 	eventFormat = 1
@@ -32,9 +32,17 @@ const maxChunkBytes = 32 << 10
 //	          ts - previous ts (varint; the first is relative to firstTS)
 //	          value }
 //
-// A value is one uvarint: even = an integer n < 2^52 stored as zigzag(n)<<1,
-// 1 = followed by the 8 little-endian bytes of the float64. Sensors often
-// report integers (counts, raw ADC values), which then take 1 to 3 bytes.
+// A value is one uvarint tag:
+//
+//	even:                 an integer n, |n| < 2^52: tag = zigzag(n)<<1
+//	odd, above 1:         a decimal n/10^k, k 1..7, |n| < 2^52:
+//	                      tag = (zigzag(n)<<3 | k)<<1 | 1 (format 2 on)
+//	1:                    followed by the 8 little-endian bytes of the float64
+//
+// Sensors report integers (counts, raw ADC values) and short decimals
+// (21.37 from a JSON payload): those take 1 to 4 bytes instead of 9. A
+// decimal is used only when float64(n)/10^k gives back the very same bits:
+// IEEE division is exact to the last bit, so every build decodes it alike.
 type chunkEncoder struct {
 	body                          []byte
 	count                         int
@@ -76,9 +84,22 @@ func (e *chunkEncoder) value(committedAt int64) []byte {
 
 const maxExactInt = 1 << 52
 
+// pow10 are the decimal scales, all exact in a float64.
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7}
+
 func appendValue(b []byte, v float64) []byte {
 	if i := int64(v); float64(i) == v && i > -maxExactInt && i < maxExactInt && !(v == 0 && math.Signbit(v)) {
 		return binary.AppendUvarint(b, zigzag(i)<<1)
+	}
+	for k := 1; k < len(pow10); k++ {
+		x := math.Round(v * pow10[k])
+		if !(x > -maxExactInt && x < maxExactInt) { // also NaN and the infinities
+			break
+		}
+		n := int64(x)
+		if math.Float64bits(float64(n)/pow10[k]) == math.Float64bits(v) {
+			return binary.AppendUvarint(b, (zigzag(n)<<3|uint64(k))<<1|1)
+		}
 	}
 	b = append(b, 1)
 	return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
@@ -157,6 +178,7 @@ func (r *reader) end(what string) error {
 }
 
 type chunkHeader struct {
+	format                    byte
 	count                     int
 	firstTS, minTS, maxTS, at int64
 	body                      []byte
@@ -164,10 +186,10 @@ type chunkHeader struct {
 
 func decodeChunkHeader(v []byte) (chunkHeader, error) {
 	r := reader{b: v}
-	if f := r.byte("chunk format"); r.err == nil && f != chunkFormat {
-		return chunkHeader{}, fmt.Errorf("%w: chunk format %d, this build reads %d", ErrCorrupt, f, chunkFormat)
-	}
 	var h chunkHeader
+	if h.format = r.byte("chunk format"); r.err == nil && (h.format < 1 || h.format > chunkFormat) {
+		return chunkHeader{}, fmt.Errorf("%w: chunk format %d, this build reads 1 to %d", ErrCorrupt, h.format, chunkFormat)
+	}
 	n := r.uvarint("chunk count")
 	h.firstTS = r.varint("chunk first ts")
 	h.minTS = r.varint("chunk min ts")
@@ -222,6 +244,8 @@ func decodeChunk(h chunkHeader, dict []string, edge schemas.EdgeID, out []schema
 		case tag == 1 && len(r.b) >= 8:
 			v = math.Float64frombits(binary.LittleEndian.Uint64(r.b))
 			r.b = r.b[8:]
+		case tag != 1 && h.format >= 2 && (tag>>1)&7 != 0 && tag>>4 < 2*maxExactInt:
+			v = float64(unzigzag(tag>>4)) / pow10[(tag>>1)&7]
 		default:
 			r.fail("value")
 		}

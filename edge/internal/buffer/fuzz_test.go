@@ -2,6 +2,11 @@ package buffer
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -22,6 +27,8 @@ func FuzzDecodeChunk(f *testing.F) {
 	f.Add(chunkSeed([]int{0}))
 	f.Add(chunkSeed([]int{1, 2, 3, 55, 11, 10}))
 	f.Add([]byte{chunkFormat, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0})
+	f.Add([]byte{1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0}) // format 1
+	f.Add([]byte{chunkFormat, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0x85, 0x01})
 	f.Add([]byte{})
 	dict := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	f.Fuzz(func(t *testing.T, v []byte) {
@@ -39,6 +46,17 @@ func FuzzDecodeChunk(f *testing.F) {
 		for _, r := range rs {
 			if r.TS < h.minTS || r.TS > h.maxTS {
 				t.Fatalf("reading at %d outside %d..%d", r.TS, h.minTS, h.maxTS)
+			}
+			// Whatever a value decoded to, encoding it again gives it back.
+			var e chunkEncoder
+			e.add(1, 1, 0, r.TS, r.Value)
+			hh, err := decodeChunkHeader(e.value(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := decodeChunk(hh, dict, testEdge, nil)
+			if err != nil || math.Float64bits(again[0].Value) != math.Float64bits(r.Value) {
+				t.Fatalf("value %v (%#x) re-encoded: %v, %v", r.Value, math.Float64bits(r.Value), again, err)
 			}
 		}
 	})
@@ -159,5 +177,96 @@ func TestChunkRoundTrip(t *testing.T) {
 	}
 	if h.at != 42 || h.count != len(vals) {
 		t.Fatalf("header %+v", h)
+	}
+}
+
+// TestDecimalValues: readings parsed from short decimals, as JSON payloads
+// carry them, take at most 4 bytes and come back bit for bit; any other
+// float still comes back exactly, in 9 bytes.
+func TestDecimalValues(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	size := func(v float64) int { return len(appendValue(nil, v)) }
+	for k := 1; k <= 7; k++ {
+		for range 2000 {
+			// up to 7 significant digits, k of them after the point
+			s := strconv.FormatFloat(float64(rng.IntN(10_000_000)-5_000_000)/pow10[k], 'f', k, 64)
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := size(v); n > 4 {
+				t.Fatalf("%s takes %d bytes", s, n)
+			}
+			checkValue(t, v)
+		}
+	}
+	for _, c := range []struct {
+		v    float64
+		want int
+	}{{21.37, 3}, {1013.2, 3}, {3.298, 3}, {45.3, 2}, {-0.5, 2}, {math.Nextafter(0.3, 1), 9}, {math.Pi, 9}, {1e-9, 9}, {math.MaxFloat64, 9}} {
+		if n := size(c.v); n != c.want {
+			t.Errorf("%v takes %d bytes, want %d", c.v, n, c.want)
+		}
+		checkValue(t, c.v)
+	}
+	for range 20000 {
+		checkValue(t, math.Float64frombits(rng.Uint64()))
+	}
+}
+
+func checkValue(t *testing.T, v float64) {
+	t.Helper()
+	var e chunkEncoder
+	e.add(1, 1, 0, 7, v)
+	h, err := decodeChunkHeader(e.value(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := decodeChunk(h, []string{"dev"}, testEdge, nil)
+	if math.IsNaN(v) { // the encoder never sees one (Append refuses them), but it must not corrupt it
+		if err != nil || !math.IsNaN(rs[0].Value) {
+			t.Fatalf("NaN: %v, %v", rs, err)
+		}
+		return
+	}
+	if err != nil || math.Float64bits(rs[0].Value) != math.Float64bits(v) {
+		t.Fatalf("%v (%#x): got %v, %v", v, math.Float64bits(v), rs, err)
+	}
+}
+
+// TestChunkFormat1: chunks written before decimal values still read, and a
+// decimal tag in one is corruption.
+func TestChunkFormat1(t *testing.T) {
+	// format 1, 2 readings, first/min/max ts 10/10/11, committed at 5; then
+	// dev 1 met 1 unit 0 dt 0 value 3 (integer), dev 1 met 1 unit 0 dt 1
+	// value 21.5 as a raw float64
+	v := []byte{1, 2, 20, 20, 22, 10, 1, 1, 0, 0, 12, 1, 1, 0, 2, 1}
+	v = binary.LittleEndian.AppendUint64(v, math.Float64bits(21.5))
+	h, err := decodeChunkHeader(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := decodeChunk(h, []string{"dev"}, testEdge, nil)
+	if err != nil || len(rs) != 2 || rs[0].Value != 3 || rs[1].Value != 21.5 || rs[1].TS != 11 {
+		t.Fatalf("format 1 chunk: %+v, %v", rs, err)
+	}
+	dec := appendValue(nil, 21.37)
+	bad := append([]byte{1, 1, 20, 20, 20, 10, 1, 1, 0, 0}, dec...)
+	if h, err = decodeChunkHeader(bad); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeChunk(h, []string{"dev"}, testEdge, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a decimal in a format 1 chunk: %v, want ErrCorrupt", err)
+	}
+	bad[0] = 2
+	if h, err = decodeChunkHeader(bad); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := decodeChunk(h, []string{"dev"}, testEdge, nil); err != nil || rs[0].Value != 21.37 {
+		t.Fatalf("the same chunk as format 2: %+v, %v", rs, err)
+	}
+	bad[0] = 3
+	if _, err := decodeChunkHeader(bad); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("format 3: %v, want ErrCorrupt", err)
 	}
 }
