@@ -76,6 +76,9 @@ type Buffer struct {
 
 	dictMu sync.Mutex
 	dicts  map[uint64][]string
+
+	spareMu sync.Mutex
+	spares  [][]schemas.Reading // handed back by Recycle
 }
 
 // request is one Append, AppendMessage, AppendDeadLetter or AppendEvent

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/updraft-io/updraft/schemas"
 )
 
 func claim(t *testing.T, b *Buffer, end End, maxAge time.Duration) Sealed {
@@ -28,7 +30,8 @@ func noClaim(t *testing.T, b *Buffer, end End, maxAge time.Duration) {
 }
 
 // TestClaimBothEnds: two claimants taking from the two ends never get the
-// same batch, Unclaim gives a batch back, and Ack removes it.
+// same batch, Unclaim gives a batch back, and Ack removes it. Each batch's
+// readings are recycled once checked, and the next claim reads into them.
 func TestClaimBothEnds(t *testing.T) {
 	cfg := testConfig(t)
 	b := open(t, cfg)
@@ -43,6 +46,7 @@ func TestClaimBothEnds(t *testing.T) {
 		return nil
 	})
 	got := map[uint64]bool{}
+	var recycled *schemas.Reading
 	for i := range 5 {
 		end := Oldest
 		if i%2 == 1 {
@@ -58,12 +62,19 @@ func TestClaimBothEnds(t *testing.T) {
 			t.Fatalf("claim %d (%v) = batch %d, want %d", i, end, s.ID.Seq, want)
 		}
 		sameReadings(t, s.Readings, readings(int(want-1)*100, 100))
+		if recycled != nil && &s.Readings[0] != recycled {
+			t.Fatalf("claim %d read into a new slice, not the one recycled", i)
+		}
+		recycled = &s.Readings[0]
+		b.Recycle(s.Readings)
 	}
 	noClaim(t, b, Oldest, 0)
 	b.Unclaim(3)
-	if s := claim(t, b, Newest, 0); s.ID.Seq != 3 {
+	s := claim(t, b, Newest, 0)
+	if s.ID.Seq != 3 {
 		t.Fatalf("after Unclaim(3), claimed %d", s.ID.Seq)
 	}
+	sameReadings(t, s.Readings, readings(200, 100))
 	for seq := range uint64(5) {
 		if err := b.Ack(seq + 1); err != nil {
 			t.Fatal(err)

@@ -911,6 +911,7 @@ func (b *Buffer) downsample(t *tx, m *batchMeta, reason string) error {
 		t.count(&t.dropped, ReasonCorrupt, m.rec.count)
 		return nil
 	}
+	defer b.Recycle(rs) // summarise copies what it keeps
 	sum, lost := summarise(rs)
 	if len(sum) == 0 || len(sum) >= len(rs) {
 		// A summary no smaller than the batch frees nothing.

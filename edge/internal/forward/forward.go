@@ -73,6 +73,7 @@ func (c Config) Validate() error {
 type Source interface {
 	Claim(ctx context.Context, end buffer.End, maxAge time.Duration) (buffer.Sealed, error)
 	Unclaim(seq uint64)
+	Recycle(rs []schemas.Reading)
 	Ack(seq uint64) error
 	NextDeadLetter(ctx context.Context, after uint64) (uint64, buffer.DeadLetter, error)
 	AckDeadLetter(seq uint64) error
@@ -337,6 +338,7 @@ func (f *Forwarder) lane(ctx context.Context, lane int, end buffer.End) error {
 		// Only the encoded form waits for the ack: decoded readings are
 		// several times larger, and 2 x max_in_flight batches may wait.
 		count := len(s.Readings)
+		f.src.Recycle(s.Readings)
 		s.Readings = nil
 		if lane == laneLive {
 			f.liveWaiting.Add(1)
