@@ -162,10 +162,10 @@ func procCPU(b *testing.B, pid int) time.Duration {
 // core (GOMAXPROCS=1) behind Mosquitto, into JetStream, against the ceiling
 // of the same broker, publisher and payloads delivering to a subscriber that
 // does nothing, measured before the agent's run and again after it; the
-// ratio is to the two together, and to each. Also reported: the agent's peak RSS, bytes it wrote to disk
-// per reading (write_bytes), encoded bytes on the wire per reading, the
-// steady rates (steadyFrom), and the CPU time per message of each process
-// and of the whole machine in the runs. On a machine with few cores the
+// ratio is to the two together, and to each. Also reported: the agent's
+// peak RSS, bytes it wrote to disk per reading (write_bytes), encoded bytes
+// on the wire per reading, the steady rates (steadyFrom), and the CPU time
+// per message of each process and of the whole machine in the runs. On a machine with few cores the
 // broker, the publisher and the agent share them, so the ratio follows the
 // CPU per message: about (broker + publisher + subscriber) / (broker +
 // publisher + agent + gateway), or the ratio of the machine's CPU per message.
@@ -192,7 +192,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				self := os.Getpid()
 				cs0, cm0 := procCPU(b, self), procCPU(b, mq.Pid())
 				mb0, ms0 := machineCPU(b)
-				ceiling, ceilingSteady := sfBenchCeiling(b, mq, topics, payloads)
+				before, beforeSteady := sfBenchCeiling(b, mq, topics, payloads)
 				mb1, ms1 := machineCPU(b)
 				cs1, cm1 := procCPU(b, self), procCPU(b, mq.Pid())
 
@@ -305,8 +305,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				mb4, _ := machineCPU(b)
 				after, afterSteady := sfBenchCeiling(b, mq2, topics, payloads)
 				mb5, _ := machineCPU(b)
-				before := ceiling
-				ceiling, ceilingSteady = pooled(before, after), pooled(ceilingSteady, afterSteady)
+				ceiling, ceilingSteady := pooled(before, after), pooled(beforeSteady, afterSteady)
 				rate := float64(messages) / el.Seconds()
 				steady := steadyRate(polls, sents, messages)
 				b.ReportMetric(rate, "msgs/s")
@@ -336,7 +335,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 						100*steadyFrom, 100*steadyTo, steady, 4*steady, ceilingSteady, 100*steady/ceilingSteady),
 					fmt.Sprintf("machine CPU µs/msg (steal): ceiling runs %.1f (%.1f) and %.1f, agent run %.1f (%.1f), ratio %.0f%%",
 						perMsg(mb1-mb0), perMsg(ms1-ms0), perMsg(mb5-mb4), perMsg(mb3-mb2), perMsg(ms3-ms2), 100*float64(ceilingCPU)/float64(mb3-mb2)),
-					fmt.Sprintf("CPU µs/msg: ceiling run: broker %.1f, publisher and subscriber %.1f; agent run: broker %.1f, publisher and status polls %.1f, agent %.1f, gateway %.1f",
+					fmt.Sprintf("CPU µs/msg: ceiling run before: broker %.1f, publisher and subscriber %.1f; agent run: broker %.1f, publisher and status polls %.1f, agent %.1f, gateway %.1f",
 						perMsg(cm1-cm0), perMsg(cs1-cs0), perMsg(m1-m0), perMsg(s1-s0), perMsg(a1-a0), perMsg(g1-g0)),
 					fmt.Sprintf("%d batches on the wire", streamed.Batches)}, "; "))
 			}
