@@ -20,8 +20,10 @@ import (
 // for the TCP ones), and hands paho a bufferedConn. paho reads each packet
 // straight from the connection, its fixed header a byte at a time:
 // unbuffered, every message costs three or more read system calls, which
-// the agent pays on its one core at thousands of messages a second.
-func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+// the agent pays on its one core at thousands of messages a second. Under
+// the buffer (and under TLS), a TCP connection gathers its reads for up to
+// readWait while the stream is busy (waitConn).
+func dial(uri *url.URL, o mqtt.ClientOptions, readWait time.Duration) (net.Conn, error) {
 	d := o.Dialer
 	if d == nil {
 		d = &net.Dialer{Timeout: 30 * time.Second}
@@ -39,7 +41,7 @@ func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		conn, err = mqtt.NewWebsocket(u.String(), tc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
 	case "ssl", "tls", "mqtts":
 		if os.Getenv("all_proxy") == "" {
-			conn, err = tls.DialWithDialer(d, "tcp", uri.Host, o.TLSConfig)
+			conn, err = dialTLS(d, uri.Host, o.TLSConfig, readWait)
 			break
 		}
 		var raw net.Conn
@@ -53,7 +55,9 @@ func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		}
 		conn = tc
 	case "tcp", "mqtt":
-		conn, err = proxy.FromEnvironmentUsing(d).Dial("tcp", uri.Host)
+		if conn, err = proxy.FromEnvironmentUsing(d).Dial("tcp", uri.Host); err == nil {
+			conn = withReadWait(conn, readWait, readBuffer)
+		}
 	default:
 		err = errors.New("unknown protocol " + uri.Scheme)
 	}
@@ -61,6 +65,44 @@ func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		return nil, err
 	}
 	return newBufferedConn(conn), nil
+}
+
+// dialTLS is tls.DialWithDialer with the TCP connection under TLS gathering
+// its reads: the same server name and handshake deadline.
+func dialTLS(d *net.Dialer, addr string, cfg *tls.Config, readWait time.Duration) (net.Conn, error) {
+	if d.Timeout != 0 {
+		d2 := *d
+		d2.Deadline = time.Now().Add(d.Timeout)
+		if !d.Deadline.IsZero() && d.Deadline.Before(d2.Deadline) {
+			d2.Deadline = d.Deadline
+		}
+		d = &d2
+	}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(withReadWait(raw, readWait, readBuffer), cfg)
+	if !d.Deadline.IsZero() {
+		_ = tc.SetDeadline(d.Deadline)
+	}
+	if err := tc.Handshake(); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 // readBuffer holds a few dozen typical telemetry messages; larger payloads

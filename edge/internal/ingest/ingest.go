@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -32,6 +33,7 @@ type Config struct {
 	Username     string        `yaml:"username" help:"MQTT username"`
 	PasswordFile string        `yaml:"password_file" help:"file holding the MQTT password"`
 	KeepAlive    time.Duration `yaml:"keep_alive" help:"MQTT keep-alive interval"`
+	ReadWait     time.Duration `yaml:"read_wait" help:"under load, how long a read from the broker may wait for more messages to arrive, to wake the agent less often (0 = never wait)"`
 	CAFile       string        `yaml:"ca_file" help:"PEM CA bundle to verify an ssl:// broker"`
 	CertFile     string        `yaml:"cert_file" help:"PEM client certificate for mutual TLS"`
 	KeyFile      string        `yaml:"key_file" help:"PEM client key for mutual TLS"`
@@ -39,7 +41,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Broker: "tcp://127.0.0.1:1883", KeepAlive: 30 * time.Second}
+	return Config{Broker: "tcp://127.0.0.1:1883", KeepAlive: 30 * time.Second, ReadWait: time.Millisecond}
 }
 
 // Validate checks the settings; keys are reported under "mqtt.".
@@ -55,6 +57,9 @@ func (c Config) Validate() error {
 	}
 	if c.KeepAlive < time.Second {
 		return config.Invalid("mqtt.keep_alive", c.KeepAlive, "at least 1s")
+	}
+	if c.ReadWait < 0 || c.ReadWait > 10*time.Millisecond {
+		return config.Invalid("mqtt.read_wait", c.ReadWait, "0s to 10ms, e.g. 1ms")
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return config.Invalid("mqtt.cert_file", c.CertFile, "set together with mqtt.key_file")
@@ -141,7 +146,9 @@ func (in *Ingest) clientOptions() (*mqtt.ClientOptions, error) {
 		// runs; without a default handler those messages are never acked.
 		SetDefaultPublishHandler(in.handle).
 		SetOnConnectHandler(in.onConnect).
-		SetCustomOpenConnectionFn(dial).
+		SetCustomOpenConnectionFn(func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+			return dial(uri, o, in.cfg.ReadWait)
+		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			in.connected.Store(false)
 			in.mConn.Set(0)
