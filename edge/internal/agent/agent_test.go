@@ -182,9 +182,12 @@ func TestAgentStopsWhileIntakeWaits(t *testing.T) {
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
-	// 150 messages of 200 readings: 30,000 readings, far more than the
-	// buffer takes before it blocks plus what the agent holds.
-	const msgs, per = 150, 200
+	// 250 messages of 200 readings: 50,000 readings, more than the buffer
+	// takes before it blocks plus what the agent holds. The limit is checked
+	// after each commit, and on a slow machine one commit can take most of
+	// a bound's worth (16,384 readings) past it: with 30,000 readings a run
+	// once had 17,400 committed, and the rest fell short of the bound.
+	const msgs, per = 250, 200
 	base := time.Now().Add(-time.Minute).UnixMilli()
 	for i := range msgs {
 		var p strings.Builder
