@@ -33,6 +33,7 @@ type Buffer struct {
 	edge     schemas.EdgeID
 	log      *slog.Logger
 	db       *badger.DB
+	jr       *journal // every write to db goes through it (journal.go)
 	epoch    uint64
 	segBytes int64
 	// now is the clock of ages and timestamps (tests move it); the commit
@@ -94,6 +95,7 @@ type request struct {
 
 // writer is the state only the goroutine running Run touches.
 type writer struct {
+	ops       []byte // the journal record's buffer, reused between commits
 	cur       uint64 // segment being written
 	curBytes  int64
 	dict      map[string]uint32
@@ -188,8 +190,15 @@ func Open(cfg Config, edge schemas.EdgeID, log *slog.Logger, reg prometheus.Regi
 	if err != nil {
 		return nil, err
 	}
+	jr, replayed, err := openJournal(cfg.Dir, key, db, log)
+	if err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	if replayed > 0 {
+		log.Info("buffer: journal replayed", "records", replayed)
+	}
 	b := &Buffer{
-		cfg: cfg, edge: edge, log: log, db: db, segBytes: cfg.segmentBytes(), now: time.Now, reg: reg,
+		cfg: cfg, edge: edge, log: log, db: db, jr: jr, segBytes: cfg.segmentBytes(), now: time.Now, reg: reg,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), runDone: make(chan struct{}),
 		closedCh: make(chan struct{}), house: make(chan struct{}, 1),
 		dicts: map[uint64][]string{},
@@ -203,13 +212,13 @@ func Open(cfg Config, edge schemas.EdgeID, log *slog.Logger, reg prometheus.Regi
 	b.w.dict = map[string]uint32{}
 	start := time.Now()
 	if err := b.recover(); err != nil {
-		return nil, errors.Join(err, db.Close())
+		return nil, errors.Join(err, jr.close(), db.Close())
 	}
 	b.updateDisk()
 	b.m = newMetrics(b)
 	if reg != nil {
 		if err := b.m.register(reg); err != nil {
-			return nil, errors.Join(fmt.Errorf("open buffer: register metrics: %w", err), db.Close())
+			return nil, errors.Join(fmt.Errorf("open buffer: register metrics: %w", err), jr.close(), db.Close())
 		}
 	}
 	st := b.Stats()
@@ -304,7 +313,7 @@ func (b *Buffer) recover() error {
 			_, _ = rand.Read(e[:])
 			b.epoch = binary.BigEndian.Uint64(e[:])
 		}
-		if err := b.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey("epoch"), e[:]) }); err != nil {
+		if err := b.update(func(txn *writeTxn) error { return txn.Set(metaKey("epoch"), e[:]) }); err != nil {
 			return fmt.Errorf("create buffer %s: write epoch: %w", b.cfg.Dir, err)
 		}
 	}
@@ -846,7 +855,8 @@ func (b *Buffer) Close() error {
 		close(b.closedCh)
 		b.dbMu.Lock()
 		b.dbClosed = true
-		b.closeErr = b.db.Close()
+		// The checkpoint leaves nothing for the next Open to replay.
+		b.closeErr = errors.Join(b.jr.checkpoint(), b.jr.close(), b.db.Close())
 		b.dbMu.Unlock()
 		if b.reg != nil {
 			b.m.unregister(b.reg)

@@ -65,6 +65,12 @@ func newMetrics(b *Buffer) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "intake_waits_total",
 			Help: "MQTT messages whose intake waited because 16,384 readings were not yet durable (the broker holds the rest)."},
 			func() float64 { return float64(b.Stats().IntakeWaits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "journal_checkpoints_total",
+			Help: "Checkpoints of the journal: Badger's logs synced and the journal emptied."},
+			func() float64 { return float64(b.jr.checkpoints.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "journal_written_bytes_total",
+			Help: "Bytes of records appended to the journal."},
+			func() float64 { return float64(b.jr.bytes.Load()) }),
 		gauge("blocked", "1 while appends wait for space (policy block).", func(s *Stats) float64 {
 			if s.Blocked {
 				return 1

@@ -264,7 +264,7 @@ func (b *Buffer) remove(seq uint64, reason string) error {
 	m.busy = true
 	b.mu.Unlock()
 
-	err := b.update(func(txn *badger.Txn) error { return txn.Delete(seqKey(m.sealSeg, tagSeal, m.seq)) })
+	err := b.update(func(txn *writeTxn) error { return txn.Delete(seqKey(m.sealSeg, tagSeal, m.seq)) })
 
 	b.mu.Lock()
 	if err != nil {
@@ -289,14 +289,47 @@ func (b *Buffer) remove(seq uint64, reason string) error {
 	return nil
 }
 
-// update runs a synced write transaction outside Run.
-func (b *Buffer) update(fn func(*badger.Txn) error) error {
+// update runs a durable write transaction outside Run.
+func (b *Buffer) update(fn func(*writeTxn) error) error {
 	b.dbMu.RLock()
 	defer b.dbMu.RUnlock()
 	if b.dbClosed {
 		return ErrClosed
 	}
-	return b.db.Update(fn)
+	txn := &writeTxn{txn: b.db.NewTransaction(true)}
+	defer txn.txn.Discard()
+	if err := fn(txn); err != nil {
+		return err
+	}
+	if len(txn.ops) == 0 {
+		return nil
+	}
+	return b.jr.commit(txn.ops, txn.txn.Commit)
+}
+
+// writeTxn is a Badger transaction whose writes are also recorded for the
+// journal.
+type writeTxn struct {
+	txn *badger.Txn
+	ops []byte
+}
+
+func (w *writeTxn) Get(k []byte) (*badger.Item, error) { return w.txn.Get(k) }
+
+func (w *writeTxn) Set(k, v []byte) error {
+	if err := w.txn.Set(k, v); err != nil {
+		return err
+	}
+	w.ops = appendOp(w.ops, opSet, k, v)
+	return nil
+}
+
+func (w *writeTxn) Delete(k []byte) error {
+	if err := w.txn.Delete(k); err != nil {
+		return err
+	}
+	w.ops = appendOp(w.ops, opDelete, k, nil)
+	return nil
 }
 
 // NextDeadLetter blocks until a dead letter with a sequence above after
@@ -386,7 +419,7 @@ func (b *Buffer) removeSide(sd side, seq uint64) error {
 	}
 	b.mu.Unlock()
 	var bytes int64
-	err := b.update(func(txn *badger.Txn) error {
+	err := b.update(func(txn *writeTxn) error {
 		k := seqKey(seg, sideTags[sd], seq)
 		item, err := txn.Get(k)
 		if errors.Is(err, badger.ErrKeyNotFound) {

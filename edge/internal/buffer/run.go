@@ -232,7 +232,18 @@ const gcEvery = 10 * time.Second
 func (b *Buffer) collectValueLog() (bool, error) {
 	start := time.Now()
 	b.dbMu.Lock()
+	// The GC copies the file's live entries without a sync, then deletes
+	// the file, unless an iterator is open: then the deletion waits for the
+	// last iterator to close, here after a checkpoint made the copies
+	// durable.
+	hold := b.db.NewTransaction(false)
+	it := hold.NewIterator(badger.IteratorOptions{Prefix: metaKey("gc-hold")})
 	err := b.db.RunValueLogGC(vlogDiscardRatio)
+	if err == nil {
+		err = b.jr.checkpoint()
+	}
+	it.Close()
+	hold.Discard()
 	b.dbMu.Unlock()
 	switch {
 	case err == nil:
@@ -323,7 +334,8 @@ func (b *Buffer) shutdown(healthy bool, cause error) error {
 type tx struct {
 	b        *Buffer
 	txn      *badger.Txn
-	written  int64 // key and value bytes in txn
+	ops      []byte // txn's writes, for the journal
+	written  int64  // key and value bytes in txn
 	refAdds  []uint64
 	releases []uint64
 	sealed   []*batchMeta
@@ -335,7 +347,7 @@ type tx struct {
 	summed   map[string]int64
 }
 
-func (b *Buffer) newTx() *tx { return &tx{b: b} }
+func (b *Buffer) newTx() *tx { return &tx{b: b, ops: b.w.ops} }
 
 func (t *tx) set(k, v []byte) error {
 	if t.txn == nil {
@@ -352,6 +364,7 @@ func (t *tx) set(k, v []byte) error {
 	if err != nil {
 		return fmt.Errorf("buffer write: %w", err)
 	}
+	t.ops = appendOp(t.ops, opSet, k, v)
 	t.written += int64(len(k) + len(v))
 	return nil
 }
@@ -371,18 +384,23 @@ func (t *tx) del(k []byte) error {
 	if err != nil {
 		return fmt.Errorf("buffer delete: %w", err)
 	}
+	t.ops = appendOp(t.ops, opDelete, k, nil)
 	t.written += int64(len(k))
 	return nil
 }
 
-// flush commits the current Badger transaction: one fsync.
+// flush commits the current Badger transaction through the journal: one
+// fdatasync.
 func (t *tx) flush() error {
 	if t.txn == nil {
 		return nil
 	}
 	start := time.Now()
-	err := t.txn.Commit()
+	err := t.b.jr.commit(t.ops, t.txn.Commit)
+	t.txn.Discard()
 	t.txn = nil
+	t.b.w.ops = t.ops[:0] // reused by the next commit
+	t.ops = nil
 	if err != nil {
 		return fmt.Errorf("buffer commit: %w", err)
 	}
@@ -710,7 +728,12 @@ func (b *Buffer) reclaim() error {
 	}
 	start := time.Now()
 	b.dbMu.Lock()
-	err := b.db.DropPrefix(prefixes...)
+	// No journal record may outlive the drop: replayed, an older record
+	// would write keys of a dropped segment again.
+	err := b.jr.checkpoint()
+	if err == nil {
+		err = b.db.DropPrefix(prefixes...)
+	}
 	b.dbMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("buffer: drop segments %v: %w", drop, err)

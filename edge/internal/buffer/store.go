@@ -113,7 +113,7 @@ func (c Config) badgerOptions(key []byte, log *slog.Logger) badger.Options {
 	p := profiles[c.Profile]
 	o := badger.DefaultOptions(c.Dir).
 		WithLogger(badgerLogger{log}).
-		WithSyncWrites(true).
+		WithSyncWrites(false). // the journal makes commits durable (journal.go)
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1).
 		WithMetricsEnabled(false).
