@@ -62,11 +62,13 @@ import (
 // generation or out of sequence: that is where the last durable append
 // ended. The file is preallocated with 4 KiB writes and its pages dropped
 // from the cache; on ext4 a small write into a page cached as part of a
-// larger folio would make fdatasync write the whole folio.
+// larger folio would make fdatasync write the whole folio. Appends write
+// whole pages (append), so the kernel never reads a page before writing it.
 const (
 	journalName     = "updraft.journal"
 	journalMagic    = "UPDJRNL1"
-	journalData     = 4096
+	journalPage     = 4096
+	journalData     = journalPage
 	journalMinSize  = 8 << 20
 	journalRecHead  = 24
 	journalFlagEnc  = 1
@@ -90,6 +92,9 @@ type journal struct {
 	seq  uint64
 	aead cipher.AEAD
 	buf  []byte
+	// page holds the bytes of the page the last record ended in, from
+	// the page's start to off.
+	page []byte
 	// vlogSynced: value-log files below this id were synced by a
 	// checkpoint and are not written again.
 	vlogSynced uint64
@@ -186,8 +191,10 @@ func (j *journal) preallocate(off, end int64) error {
 	return nil
 }
 
+// header is the first page of the file: a whole page, so that writing it
+// does not read it first.
 func (j *journal) header(gen uint64) []byte {
-	h := make([]byte, journalHeadSize)
+	h := make([]byte, journalPage)
 	copy(h, journalMagic)
 	if j.aead != nil {
 		h[8] = journalFlagEnc
@@ -340,43 +347,56 @@ func (j *journal) append(ops []byte) error {
 	if j.aead != nil {
 		l += j.aead.Overhead()
 	}
-	need := int64(journalRecHead + l)
-	if j.off+need > j.size || j.seq >= journalMaxSeq {
+	need := pageUp(int64(len(j.page) + journalRecHead + l))
+	if pageStart(j.off)+need > j.size || j.seq >= journalMaxSeq {
 		if err := j.checkpointLocked(); err != nil {
 			return err
 		}
+		need = pageUp(int64(journalRecHead + l))
 		if end := journalData + 2*need; end > j.size {
-			end = (end + 4095) &^ 4095
 			if err := j.preallocate(j.size, end); err != nil {
 				return j.fail(err)
 			}
 			j.size = end
 		}
 	}
+	// The write starts at the page the last record ended in, with that
+	// page's bytes again, and is padded to a page boundary: a write that
+	// covers whole pages never makes the kernel read a page first.
 	seq := j.seq + 1
 	var head [journalRecHead]byte
 	binary.LittleEndian.PutUint32(head[0:], uint32(l))
 	binary.LittleEndian.PutUint64(head[8:], j.gen)
 	binary.LittleEndian.PutUint64(head[16:], seq)
-	rec := append(j.buf[:0], head[:]...)
+	buf := append(j.buf[:0], j.page...)
+	at := len(buf)
+	buf = append(buf, head[:]...)
 	if j.aead != nil {
-		rec = j.aead.Seal(rec, j.nonce(j.gen, seq), ops, head[8:])
+		buf = j.aead.Seal(buf, j.nonce(j.gen, seq), ops, head[8:])
 	} else {
-		rec = append(rec, ops...)
+		buf = append(buf, ops...)
 	}
-	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], castagnoli))
-	j.buf = rec
-	if _, err := j.f.WriteAt(rec, j.off); err != nil {
+	binary.LittleEndian.PutUint32(buf[at+4:], crc32.Checksum(buf[at+8:], castagnoli))
+	recEnd := len(buf)
+	for int64(len(buf)) < pageUp(int64(recEnd)) {
+		buf = append(buf, 0)
+	}
+	j.buf = buf
+	if _, err := j.f.WriteAt(buf, pageStart(j.off)); err != nil {
 		return j.fail(err)
 	}
 	if err := fdatasync(j.f); err != nil {
 		return j.fail(err)
 	}
-	j.off += int64(len(rec))
+	j.off = pageStart(j.off) + int64(recEnd)
+	j.page = append(j.page[:0], buf[pageStart(int64(recEnd)):recEnd]...)
 	j.seq = seq
-	j.bytes.Add(uint64(len(rec)))
+	j.bytes.Add(uint64(recEnd - at))
 	return nil
 }
+
+func pageStart(off int64) int64 { return off &^ (journalPage - 1) }
+func pageUp(n int64) int64      { return (n + journalPage - 1) &^ (journalPage - 1) }
 
 // fail marks the journal unusable: after a failed write or sync, what the
 // file holds is unknown, and appending after it could hide the gap.
@@ -408,7 +428,7 @@ func (j *journal) checkpointLocked() error {
 	if err := fdatasync(j.f); err != nil {
 		return j.fail(err)
 	}
-	j.gen, j.seq, j.off = gen, 0, journalData
+	j.gen, j.seq, j.off, j.page = gen, 0, journalData, j.page[:0]
 	j.checkpoints.Add(1)
 	j.log.Debug("buffer: journal checkpoint", "generation", gen, "took", time.Since(start).Round(time.Microsecond))
 	return nil
