@@ -78,7 +78,10 @@ const (
 	journalHeadSize = 28
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+var (
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	zeroPage   [journalPage]byte
+)
 
 type journal struct {
 	dir string
@@ -182,9 +185,8 @@ func (j *journal) create(path string) (*os.File, error) {
 
 // preallocate writes zeros from off to end in 4 KiB writes.
 func (j *journal) preallocate(off, end int64) error {
-	zero := make([]byte, 4096)
-	for ; off < end; off += int64(len(zero)) {
-		if _, err := j.f.WriteAt(zero, off); err != nil {
+	for ; off < end; off += journalPage {
+		if _, err := j.f.WriteAt(zeroPage[:], off); err != nil {
 			return err
 		}
 	}
@@ -378,9 +380,7 @@ func (j *journal) append(ops []byte) error {
 	}
 	binary.LittleEndian.PutUint32(buf[at+4:], crc32.Checksum(buf[at+8:], castagnoli))
 	recEnd := len(buf)
-	for int64(len(buf)) < pageUp(int64(recEnd)) {
-		buf = append(buf, 0)
-	}
+	buf = append(buf, zeroPage[:pageUp(int64(recEnd))-int64(recEnd)]...)
 	j.buf = buf
 	if _, err := j.f.WriteAt(buf, pageStart(j.off)); err != nil {
 		return j.fail(err)

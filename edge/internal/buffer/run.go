@@ -399,8 +399,8 @@ func (t *tx) flush() error {
 	err := t.b.jr.commit(t.ops, t.txn.Commit)
 	t.txn.Discard()
 	t.txn = nil
-	t.b.w.ops = t.ops[:0] // reused by the next commit
-	t.ops = nil
+	t.ops = t.ops[:0]
+	t.b.w.ops = t.ops // reused by the next commit
 	if err != nil {
 		return fmt.Errorf("buffer commit: %w", err)
 	}
