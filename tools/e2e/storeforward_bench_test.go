@@ -67,10 +67,38 @@ func sfBenchPublish(tb testing.TB, url string, topics, payloads []string) {
 	}
 }
 
+// segment is one stretch of the ingest benchmark: n messages published,
+// whole the time from the first publication until the last message was
+// delivered (ceiling) or forwarded to JetStream (agent), and the steady part:
+// steadyN messages in steadyD (see steadyFrom).
+type segment struct {
+	n       int
+	whole   time.Duration
+	steadyN float64
+	steadyD time.Duration
+}
+
+func (s segment) rate() float64       { return float64(s.n) / s.whole.Seconds() }
+func (s segment) steadyRate() float64 { return s.steadyN / s.steadyD.Seconds() }
+
+// pooled is the rate of two equal segments together: their messages over
+// their summed times.
+func pooled(r1, r2 float64) float64 { return 2 / (1/r1 + 1/r2) }
+
+// pooledRates are the messages of segs over their summed times: whole and
+// steady.
+func pooledRates(segs []segment) (whole, steady float64) {
+	var n, sn float64
+	var d, sd time.Duration
+	for _, s := range segs {
+		n, d, sn, sd = n+float64(s.n), d+s.whole, sn+s.steadyN, sd+s.steadyD
+	}
+	return n / d.Seconds(), sn / sd.Seconds()
+}
+
 // sfBenchCeiling: the same broker, publisher and payloads delivering at QoS 1
-// to a paho subscriber that does nothing. Returns messages/s over the whole
-// run and over its steady part (see steadyFrom).
-func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string) (whole, steady float64) {
+// to a paho subscriber that does nothing.
+func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string) segment {
 	var got atomic.Int64
 	all := make(chan struct{})
 	n := int64(len(payloads))
@@ -101,30 +129,74 @@ func sfBenchCeiling(b *testing.B, mq *stack.Mosquitto, topics, payloads []string
 	case <-time.After(2 * time.Minute):
 		b.Fatalf("subscriber got %d of %d messages", got.Load(), n)
 	}
-	whole = float64(n) / time.Since(start).Seconds()
+	whole := time.Since(start)
 	// Callbacks run concurrently: the ones that counted lo and hi may still
 	// be about to store their times.
 	for tLo.Load() == 0 || tHi.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	return whole, float64(hi-lo) / time.Duration(tHi.Load()-tLo.Load()).Seconds()
+	return segment{n: int(n), whole: whole, steadyN: float64(hi - lo), steadyD: time.Duration(tHi.Load() - tLo.Load())}
 }
 
-// pooled is the rate of two equal runs together: their messages over their
-// summed times.
-func pooled(r1, r2 float64) float64 { return 2 / (1/r1 + 1/r2) }
+// sfBenchAgent publishes payloads to the agent's broker and returns when the
+// agent has forwarded their raw readings (4 a message) to JetStream, having
+// forwarded sent raw readings before. It polls the agent's status every
+// 50 ms: often enough to time the steady part to within a percent, seldom
+// enough to cost the agent little (the ceiling has no such load).
+func sfBenchAgent(b *testing.B, s *stack.Stack, mqURL string, topics, payloads []string, sent float64) segment {
+	n := len(payloads)
+	var polls []time.Time
+	var counts []float64 // messages of this segment forwarded: raw readings / 4
+	polled := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		deadline := time.Now().Add(2 * time.Minute)
+		last := 0.0
+		for {
+			var st struct {
+				Forward struct {
+					Raw float64 `json:"raw_readings_sent"`
+				} `json:"forward"`
+			}
+			if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
+				last = (st.Forward.Raw - sent) / 4
+				polls, counts = append(polls, time.Now()), append(counts, last)
+				if last >= float64(n) {
+					polled <- nil
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				polled <- fmt.Errorf("agent forwarded the raw readings of %.0f of %d messages in 2 minutes", last, n)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	sfBenchPublish(b, mqURL, topics, payloads)
+	if err := <-polled; err != nil {
+		b.Fatal(err)
+	}
+	seg := segment{n: n, whole: time.Since(start)}
+	i, j, ok := steadyWindow(counts, float64(n))
+	if !ok {
+		b.Fatalf("agent: no steady part in %d status polls", len(polls))
+	}
+	seg.steadyN, seg.steadyD = counts[j]-counts[i], polls[j].Sub(polls[i])
+	return seg
+}
 
-// The steady rate of a run is measured from when steadyFrom of its messages
-// have arrived to when steadyTo have: it leaves out the start (connections,
-// the first batches) and the end (the last batch of the agent's run waits up
-// to batch_max_age to be sealed; the ceiling has no such wait), which are
-// not throughput.
+// The steady rate of a segment is measured from when steadyFrom of its
+// messages have arrived to when steadyTo have: it leaves out the start
+// (connections, the first batches) and the end (the last batch of the
+// agent's segment waits up to batch_max_age to be sealed; the ceiling has no
+// such wait), which are not throughput.
 const steadyFrom, steadyTo = 0.1, 0.9
 
-// steadyRate is the rate of the samples (time, count) between the first
-// that reaches steadyFrom of total and the first that reaches steadyTo.
-func steadyRate(ts []time.Time, counts []float64, total float64) float64 {
-	i, j := -1, -1
+// steadyWindow returns the first sample that reaches steadyFrom of total and
+// the first that reaches steadyTo.
+func steadyWindow(counts []float64, total float64) (i, j int, ok bool) {
+	i, j = -1, -1
 	for k, c := range counts {
 		if i < 0 && c >= steadyFrom*total {
 			i = k
@@ -134,10 +206,7 @@ func steadyRate(ts []time.Time, counts []float64, total float64) float64 {
 			break
 		}
 	}
-	if i < 0 || j <= i {
-		return math.NaN()
-	}
-	return (counts[j] - counts[i]) / ts[j].Sub(ts[i]).Seconds()
+	return i, j, i >= 0 && j > i
 }
 
 // machineCPU is the busy and stolen CPU time of the whole machine so far.
@@ -160,19 +229,33 @@ func procCPU(b *testing.B, pid int) time.Duration {
 
 // BenchmarkStoreForwardIngest measures durable ingest by the agent on one
 // core (GOMAXPROCS=1) behind Mosquitto, into JetStream, against the ceiling
-// of the same broker, publisher and payloads delivering to a subscriber that
-// does nothing, measured before the agent's run and again after it; the
-// ratio is to the two together, and to each. Also reported: the agent's
-// peak RSS, bytes it wrote to disk per reading (write_bytes), encoded bytes
-// on the wire per reading, the steady rates (steadyFrom), and the CPU time
-// per message of each process and of the whole machine in the runs. On a machine with few cores the
+// of the same broker configuration, publisher and payloads delivering to a
+// subscriber that does nothing.
+//
+// This machine's speed drifts by a tenth and more within a minute, so the
+// two are measured in turns: ceiling, agent, ceiling, agent, ceiling, agent,
+// ceiling, each turn a segment of sfSegment messages (the agent's segments
+// carry on one stream of readings; each ceiling segment replays the payloads
+// of the agent segment after it, the last one those of the agent segment
+// before it). The ceiling runs on a second Mosquitto of the same
+// configuration, which keeps the agent's persistent session on the first
+// one out of it. The ratio, %-of-ceiling, is of the sustained rates: each
+// segment's from when 10 % of its messages have arrived to when 90 % have
+// (steadyFrom), pooled over the segments. Also reported: the same over
+// whole segments, start-up and the agent's last batch of each segment
+// included (whole-%-of-ceiling); the lowest ratio of one agent segment to
+// the ceiling segments either side of it (min-segment-%-of-ceiling); the
+// agent's peak RSS, bytes it wrote to disk per reading (write_bytes),
+// encoded bytes on the wire per reading, and the CPU time per message of
+// each process and of the whole machine. On a machine with few cores the
 // broker, the publisher and the agent share them, so the ratio follows the
 // CPU per message: about (broker + publisher + subscriber) / (broker +
-// publisher + agent + gateway), or the ratio of the machine's CPU per message.
+// publisher + agent + gateway), or the ratio of the machine's CPU per
+// message.
 //
 //	go test -run '^$' -bench StoreForwardIngest -benchtime 1x ./tools/e2e/
 func BenchmarkStoreForwardIngest(b *testing.B) {
-	const messages = 200_000
+	const rounds, sfSegment = 3, 100_000
 	for _, c := range []struct {
 		name     string
 		inflight int
@@ -185,22 +268,16 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 		inflight := c.inflight
 		b.Run(c.name, func(b *testing.B) {
 			for range b.N {
-				mq := sfMosquitto(b, fmt.Sprintf("max_inflight_messages %d", inflight))
-				topics, payloads := sfBenchPayloads(messages, c.smooth)
-				// CPU per message of each process, in the ceiling run and in the
-				// agent's: on a small machine they share its cores.
-				self := os.Getpid()
-				cs0, cm0 := procCPU(b, self), procCPU(b, mq.Pid())
-				mb0, ms0 := machineCPU(b)
-				before, beforeSteady := sfBenchCeiling(b, mq, topics, payloads)
-				mb1, ms1 := machineCPU(b)
-				cs1, cm1 := procCPU(b, self), procCPU(b, mq.Pid())
-
+				conf := fmt.Sprintf("max_inflight_messages %d", inflight)
+				mq, mqC := sfMosquitto(b, conf), sfMosquitto(b, conf)
+				topics, payloads := sfBenchPayloads(rounds*sfSegment, c.smooth)
+				part := func(r int) ([]string, []string) {
+					return topics[r*sfSegment : (r+1)*sfSegment], payloads[r*sfSegment : (r+1)*sfSegment]
+				}
 				s, _ := sfStack(b, sfOptions{mqttURL: mq.URL(), noCloud: true, edgeEnv: []string{"GOMAXPROCS=1"}})
 				pid := s.Proc(stack.Edge).Cmd.Process.Pid
 				gw := s.Proc(stack.Gateway).Cmd.Process.Pid
-				w0, _ := stack.ProcWriteBytes(pid)
-				a0, s0, m0, g0 := procCPU(b, pid), procCPU(b, self), procCPU(b, mq.Pid()), procCPU(b, gw)
+				self := os.Getpid()
 				var peakRSS atomic.Int64
 				stop := make(chan struct{})
 				sampled := make(chan struct{})
@@ -217,61 +294,58 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 						}
 					}
 				}()
-				commits := func() float64 {
+				status := func() (commits, raw float64) {
 					var st struct {
 						Buffer struct {
 							Commits float64 `json:"commits"`
 						} `json:"buffer"`
+						Forward struct {
+							Raw float64 `json:"raw_readings_sent"`
+						} `json:"forward"`
 					}
 					if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err != nil {
 						b.Fatal(err)
 					}
-					return st.Buffer.Commits
+					return st.Buffer.Commits, st.Forward.Raw
 				}
-				c0 := commits()
-				mb2, ms2 := machineCPU(b)
-				start := time.Now()
+				c0, _ := status()
+				w0, _ := stack.ProcWriteBytes(pid)
+
+				// CPU per message of each process, summed over the ceiling's
+				// segments and over the agent's.
+				type cpu struct{ machine, steal, self, broker, agent, gateway time.Duration }
+				sample := func(broker *stack.Mosquitto) cpu {
+					m, st := machineCPU(b)
+					return cpu{machine: m, steal: st, self: procCPU(b, self), broker: procCPU(b, broker.Pid()), agent: procCPU(b, pid), gateway: procCPU(b, gw)}
+				}
+				var ceilCPU, agentCPU cpu
+				add := func(sum *cpu, a, z cpu) {
+					sum.machine += z.machine - a.machine
+					sum.steal += z.steal - a.steal
+					sum.self += z.self - a.self
+					sum.broker += z.broker - a.broker
+					sum.agent += z.agent - a.agent
+					sum.gateway += z.gateway - a.gateway
+				}
+				var ceil, agent []segment
+				ceiling := func(r int) {
+					a := sample(mqC)
+					ts, ps := part(r)
+					ceil = append(ceil, sfBenchCeiling(b, mqC, ts, ps))
+					add(&ceilCPU, a, sample(mqC))
+				}
 				b.ResetTimer()
-				// Poll the raw readings the agent has forwarded (aggregates are
-				// counted apart), from the start, every 50 ms: often enough to time
-				// the steady part to within a percent, seldom enough to cost the
-				// agent little (the ceiling run has no such load).
-				var polls []time.Time
-				var sents []float64 // messages: raw readings / 4
-				polled := make(chan error, 1)
-				go func() {
-					deadline := time.Now().Add(2 * time.Minute)
-					last := 0.0
-					for {
-						var st struct {
-							Forward struct {
-								Raw float64 `json:"raw_readings_sent"`
-							} `json:"forward"`
-						}
-						if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
-							last = st.Forward.Raw / 4
-							polls, sents = append(polls, time.Now()), append(sents, last)
-							if st.Forward.Raw >= 4*messages {
-								polled <- nil
-								return
-							}
-						}
-						if time.Now().After(deadline) {
-							polled <- fmt.Errorf("agent forwarded the raw readings of %.0f of %d messages in 2 minutes", last, messages)
-							return
-						}
-						time.Sleep(50 * time.Millisecond)
-					}
-				}()
-				sfBenchPublish(b, mq.URL(), topics, payloads)
-				published := time.Since(start)
-				if err := <-polled; err != nil {
-					b.Fatal(err)
+				for r := range rounds {
+					ceiling(r)
+					a := sample(mq)
+					ts, ps := part(r)
+					agent = append(agent, sfBenchAgent(b, s, mq.URL(), ts, ps, float64(4*r*sfSegment)))
+					add(&agentCPU, a, sample(mq))
 				}
-				el := time.Since(start)
-				mb3, ms3 := machineCPU(b)
+				ceiling(rounds - 1)
 				b.StopTimer()
-				c1 := commits()
+
+				c1, _ := status()
 				alerts := 0.0
 				if out, err := httpGet(s.URL(stack.Edge) + "/metrics"); err == nil {
 					for _, line := range strings.Split(string(out), "\n") {
@@ -285,58 +359,55 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				close(stop)
 				<-sampled
 				w1, _ := stack.ProcWriteBytes(pid)
-				a1, s1, m1, g1 := procCPU(b, pid), procCPU(b, self), procCPU(b, mq.Pid()), procCPU(b, gw)
-				perMsg := func(d time.Duration) float64 { return float64(d.Microseconds()) / messages }
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				streamed, err := stack.ReadStream(ctx, s.NATSURL(), "TELEMETRY")
 				cancel()
 				if err != nil {
 					b.Fatal(err)
 				}
-				// The ceiling again, after the agent's run: on a shared machine it
-				// moves from one measurement to the next (by a tenth and more), so
-				// the ratio is taken to both together. A fresh broker of the same
-				// configuration: the first one keeps the agent's persistent
-				// session and would queue every message for it.
 				if err := s.Stop(); err != nil {
 					b.Fatal(err)
 				}
-				mq2 := sfMosquitto(b, fmt.Sprintf("max_inflight_messages %d", inflight))
-				mb4, _ := machineCPU(b)
-				after, afterSteady := sfBenchCeiling(b, mq2, topics, payloads)
-				mb5, _ := machineCPU(b)
-				ceiling, ceilingSteady := pooled(before, after), pooled(beforeSteady, afterSteady)
-				rate := float64(messages) / el.Seconds()
-				steady := steadyRate(polls, sents, messages)
-				b.ReportMetric(rate, "msgs/s")
-				b.ReportMetric(4*rate, "readings/s")
-				b.ReportMetric(ceiling, "ceiling-msgs/s")
-				b.ReportMetric(steady, "steady-msgs/s")
-				b.ReportMetric(ceilingSteady, "ceiling-steady-msgs/s")
-				b.ReportMetric(100*steady/ceilingSteady, "steady-%-of-ceiling")
-				b.ReportMetric(float64(messages)/published.Seconds(), "published-msgs/s")
-				b.ReportMetric(100*rate/ceiling, "%-of-ceiling")
-				b.ReportMetric(before, "ceiling-before-msgs/s")
-				b.ReportMetric(after, "ceiling-after-msgs/s")
+
+				messages := float64(rounds * sfSegment)
+				nCeil := float64(len(ceil) * sfSegment)
+				rate, steady := pooledRates(agent)
+				ceilRate, ceilSteady := pooledRates(ceil)
+				minSeg, segs := math.Inf(1), []string{}
+				for r, a := range agent {
+					rr := 100 * a.steadyRate() / pooled(ceil[r].steadyRate(), ceil[r+1].steadyRate())
+					minSeg = min(minSeg, rr)
+					segs = append(segs, fmt.Sprintf("%.0f msgs/s against %.0f and %.0f (%.0f%%)", a.steadyRate(), ceil[r].steadyRate(), ceil[r+1].steadyRate(), rr))
+				}
+				perMsg := func(d time.Duration, n float64) float64 { return float64(d.Microseconds()) / n }
+				b.ReportMetric(steady, "msgs/s")
+				b.ReportMetric(4*steady, "readings/s")
+				b.ReportMetric(ceilSteady, "ceiling-msgs/s")
+				b.ReportMetric(100*steady/ceilSteady, "%-of-ceiling")
+				b.ReportMetric(minSeg, "min-segment-%-of-ceiling")
+				b.ReportMetric(rate, "whole-msgs/s")
+				b.ReportMetric(ceilRate, "whole-ceiling-msgs/s")
+				b.ReportMetric(100*rate/ceilRate, "whole-%-of-ceiling")
 				b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-RSS-MiB")
 				b.ReportMetric(messages/(c1-c0), "msgs/commit")
 				b.ReportMetric(alerts/messages, "alerts/msg")
 				b.ReportMetric(float64(w1-w0)/(4*messages), "disk-B/reading")
-				b.ReportMetric(perMsg(a1-a0), "agent-CPU-µs/msg")
+				b.ReportMetric(perMsg(agentCPU.agent, messages), "agent-CPU-µs/msg")
 				b.ReportMetric(float64(streamed.Bytes)/(4*messages), "wire-B/reading")
-				ceilingCPU := (mb1 - mb0 + mb5 - mb4) / 2
-				b.ReportMetric(perMsg(ceilingCPU), "ceiling-machine-CPU-µs/msg")
-				b.ReportMetric(perMsg(mb3-mb2), "machine-CPU-µs/msg")
+				b.ReportMetric(perMsg(ceilCPU.machine, nCeil), "ceiling-machine-CPU-µs/msg")
+				b.ReportMetric(perMsg(agentCPU.machine, messages), "machine-CPU-µs/msg")
 				b.Logf("%s", strings.Join([]string{
-					fmt.Sprintf("agent: %d messages (%d readings) into JetStream in %v", messages, 4*messages, el.Round(time.Millisecond)),
-					fmt.Sprintf("ceiling %.0f msgs/s (before %.0f, after %.0f); ratio %.0f%% (to before %.0f%%, to after %.0f%%)",
-						ceiling, before, after, 100*rate/ceiling, 100*rate/before, 100*rate/after),
-					fmt.Sprintf("steady (%.0f-%.0f%% of the messages): %.0f msgs/s (%.0f readings/s), ceiling %.0f msgs/s; ratio %.0f%%",
-						100*steadyFrom, 100*steadyTo, steady, 4*steady, ceilingSteady, 100*steady/ceilingSteady),
-					fmt.Sprintf("machine CPU µs/msg (steal): ceiling runs %.1f (%.1f) and %.1f, agent run %.1f (%.1f), ratio %.0f%%",
-						perMsg(mb1-mb0), perMsg(ms1-ms0), perMsg(mb5-mb4), perMsg(mb3-mb2), perMsg(ms3-ms2), 100*float64(ceilingCPU)/float64(mb3-mb2)),
-					fmt.Sprintf("CPU µs/msg: ceiling run before: broker %.1f, publisher and subscriber %.1f; agent run: broker %.1f, publisher and status polls %.1f, agent %.1f, gateway %.1f",
-						perMsg(cm1-cm0), perMsg(cs1-cs0), perMsg(m1-m0), perMsg(s1-s0), perMsg(a1-a0), perMsg(g1-g0)),
+					fmt.Sprintf("agent: %d messages (%d readings) into JetStream in %d segments", int(messages), 4*int(messages), rounds),
+					fmt.Sprintf("sustained (%.0f-%.0f%% of each segment): %.0f msgs/s (%.0f readings/s), ceiling %.0f msgs/s; ratio %.0f%%",
+						100*steadyFrom, 100*steadyTo, steady, 4*steady, ceilSteady, 100*steady/ceilSteady),
+					fmt.Sprintf("segments: %s", strings.Join(segs, ", ")),
+					fmt.Sprintf("whole segments: %.0f msgs/s, ceiling %.0f msgs/s; ratio %.0f%%", rate, ceilRate, 100*rate/ceilRate),
+					fmt.Sprintf("machine CPU µs/msg (steal): ceiling %.1f (%.1f), agent %.1f (%.1f), ratio %.0f%%",
+						perMsg(ceilCPU.machine, nCeil), perMsg(ceilCPU.steal, nCeil), perMsg(agentCPU.machine, messages), perMsg(agentCPU.steal, messages),
+						100*perMsg(ceilCPU.machine, nCeil)/perMsg(agentCPU.machine, messages)),
+					fmt.Sprintf("CPU µs/msg: ceiling: broker %.1f, publisher and subscriber %.1f; agent: broker %.1f, publisher and status polls %.1f, agent %.1f, gateway %.1f",
+						perMsg(ceilCPU.broker, nCeil), perMsg(ceilCPU.self, nCeil), perMsg(agentCPU.broker, messages), perMsg(agentCPU.self, messages),
+						perMsg(agentCPU.agent, messages), perMsg(agentCPU.gateway, messages)),
 					fmt.Sprintf("%d batches on the wire", streamed.Batches)}, "; "))
 			}
 		})
