@@ -105,6 +105,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(a.cfg.GCPercent)
 	}
+	if err := setCPUPolicy(a.cfg.CPUPolicy); err != nil {
+		a.log.Warn("cpu_policy not applied; running with the system's", "cpu_policy", a.cfg.CPUPolicy, "err", err)
+	}
 	edge := a.cfg.EdgeID()
 	buf, err := buffer.Open(a.cfg.Buffer, edge, a.log.With("component", "buffer"), a.reg)
 	if err != nil {

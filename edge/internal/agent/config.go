@@ -42,6 +42,10 @@ type Config struct {
 	// not in use leave the resident set (releaseCode). Code that ran once at
 	// start otherwise counts in the agent's RSS for good.
 	CodeRelease time.Duration `yaml:"code_release_interval" help:"how often the agent's own code pages not in use are dropped from resident memory (Linux; 0 = never)"`
+	// CPUPolicy is the Linux scheduling policy of the agent's threads
+	// (cpupolicy_linux.go): batch keeps a message's arrival from preempting
+	// the broker that sent it.
+	CPUPolicy string `yaml:"cpu_policy" help:"Linux scheduling policy of the agent's threads: batch (woken by a message, the agent waits for a free core or the scheduler's tick instead of preempting the broker that sent it) or normal"`
 	// Aggregate and Rules reload on SIGHUP (docs/aggregation.md).
 	Aggregate aggregate.Config `yaml:"aggregate"`
 	Rules     []rules.Rule     `yaml:"rules" help:"alert rules (docs/aggregation.md)"`
@@ -92,6 +96,7 @@ func DefaultConfig() Config {
 		MemoryLimit: 40 << 20,
 		GCPercent:   50,
 		CodeRelease: 10 * time.Second,
+		CPUPolicy:   CPUPolicyBatch,
 		Aggregate:   aggregate.DefaultConfig(),
 		Local:       LocalConfig{TopicPrefix: "updraft", PublishAggregates: true, Tick: 200 * time.Millisecond},
 	}
@@ -114,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCPercent < 10 || c.GCPercent > 1000 {
 		return config.Invalid("gc_percent", c.GCPercent, "10 to 1000 (Go's default is 100)")
+	}
+	if c.CPUPolicy != CPUPolicyBatch && c.CPUPolicy != CPUPolicyNormal {
+		return config.Invalid("cpu_policy", c.CPUPolicy, "batch or normal")
 	}
 	if c.CodeRelease != 0 && (c.CodeRelease < time.Second || c.CodeRelease > time.Hour) {
 		return config.Invalid("code_release_interval", c.CodeRelease, "0s (never) or 1s to 1h, e.g. 10s")

@@ -1,0 +1,7 @@
+package agent
+
+// The values of cpu_policy.
+const (
+	CPUPolicyBatch  = "batch"
+	CPUPolicyNormal = "normal"
+)
