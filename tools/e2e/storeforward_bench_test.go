@@ -78,7 +78,6 @@ type segment struct {
 	steadyD time.Duration
 }
 
-func (s segment) rate() float64       { return float64(s.n) / s.whole.Seconds() }
 func (s segment) steadyRate() float64 { return s.steadyN / s.steadyD.Seconds() }
 
 // pooled is the rate of two equal segments together: their messages over
@@ -294,21 +293,18 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 						}
 					}
 				}()
-				status := func() (commits, raw float64) {
+				commits := func() float64 {
 					var st struct {
 						Buffer struct {
 							Commits float64 `json:"commits"`
 						} `json:"buffer"`
-						Forward struct {
-							Raw float64 `json:"raw_readings_sent"`
-						} `json:"forward"`
 					}
 					if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err != nil {
 						b.Fatal(err)
 					}
-					return st.Buffer.Commits, st.Forward.Raw
+					return st.Buffer.Commits
 				}
-				c0, _ := status()
+				c0 := commits()
 				w0, _ := stack.ProcWriteBytes(pid)
 
 				// CPU per message of each process, summed over the ceiling's
@@ -345,7 +341,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				ceiling(rounds - 1)
 				b.StopTimer()
 
-				c1, _ := status()
+				c1 := commits()
 				alerts := 0.0
 				if out, err := httpGet(s.URL(stack.Edge) + "/metrics"); err == nil {
 					for _, line := range strings.Split(string(out), "\n") {
