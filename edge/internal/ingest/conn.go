@@ -23,7 +23,7 @@ import (
 // the agent pays on its one core at thousands of messages a second. Under
 // the buffer (and under TLS), a TCP connection gathers its reads for up to
 // readWait while the stream is busy (waitConn).
-func dial(uri *url.URL, o mqtt.ClientOptions, readWait time.Duration) (net.Conn, error) {
+func dial(uri *url.URL, o mqtt.ClientOptions, readWait time.Duration) (*bufferedConn, error) {
 	d := o.Dialer
 	if d == nil {
 		d = &net.Dialer{Timeout: 30 * time.Second}
@@ -174,6 +174,17 @@ func (c *bufferedConn) Write(p []byte) (int, error) {
 	default:
 	}
 	return len(p), nil
+}
+
+// puback writes the PUBACK of the QoS 1 message id (MQTT 3.1.1, 3.4). The
+// agent sends them itself, a group commit's worth at a time, rather than
+// through paho, whose Ack hands each one to two goroutines in turn over
+// unbuffered channels before it is written (docs/buffer.md, "Acknowledging
+// the broker").
+func (c *bufferedConn) puback(id uint16) error {
+	ack := [4]byte{0x40, 2, byte(id >> 8), byte(id)}
+	_, err := c.Write(ack[:])
+	return err
 }
 
 // sendPending sends what has been written so far.

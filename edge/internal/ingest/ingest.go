@@ -85,6 +85,10 @@ type Ingest struct {
 	client mqtt.Client
 	store  sessionStore
 	done   chan struct{} // closed when Run returns
+	// conn is the connection paho dialled last, which the messages being
+	// handled came in on: paho stops handling those of a lost connection
+	// before it dials the next.
+	conn atomic.Pointer[bufferedConn]
 
 	connected atomic.Bool
 	received  atomic.Uint64
@@ -147,7 +151,12 @@ func (in *Ingest) clientOptions() (*mqtt.ClientOptions, error) {
 		SetDefaultPublishHandler(in.handle).
 		SetOnConnectHandler(in.onConnect).
 		SetCustomOpenConnectionFn(func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
-			return dial(uri, o, in.cfg.ReadWait)
+			c, err := dial(uri, o, in.cfg.ReadWait)
+			if err != nil {
+				return nil, err
+			}
+			in.conn.Store(c)
+			return c, nil
 		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			in.connected.Store(false)
@@ -263,7 +272,13 @@ func (in *Ingest) handle(_ mqtt.Client, m mqtt.Message) {
 	in.sink.AppendMessage(schemas.KindRaw, rs, msg, in.acker(m))
 }
 
+// acker returns the callback that acknowledges m once the buffer made it
+// durable. The PUBACK goes on the connection m came in on, written by the
+// agent rather than by paho (bufferedConn.puback); if that connection is
+// gone, so is the acknowledgement, and the broker sends m again in the
+// resumed session, where the buffer recognises it.
 func (in *Ingest) acker(m mqtt.Message) func(error) {
+	c := in.conn.Load()
 	return func(err error) {
 		if err != nil {
 			// Not acknowledged: the broker re-delivers it on the next session.
@@ -272,7 +287,15 @@ func (in *Ingest) acker(m mqtt.Message) func(error) {
 			}
 			return
 		}
-		m.Ack()
+		switch {
+		case m.Qos() == 0:
+		case m.Qos() == 1 && c != nil:
+			if c.puback(m.MessageID()) != nil {
+				return // the connection is closed or broken
+			}
+		default:
+			m.Ack() // QoS 2, above what the agent subscribes with: paho's handshake
+		}
 		in.acked.Add(1)
 		in.mAcked.Inc()
 	}

@@ -40,31 +40,9 @@ func (s *holdingSink) taken() []buffer.Message {
 // a restart, the broker's persistent session sends each of them again,
 // flagged DUP, with the key the buffer knows it by.
 func TestUnackedMessagesComeBackFromTheSession(t *testing.T) {
-	// The agent's own embedded broker, on a free port.
-	bcfg := broker.DefaultConfig()
-	bcfg.Listen = "127.0.0.1:0"
-	brk, err := broker.New(bcfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := brk.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- brk.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-served })
-
-	edge := schemas.EdgeID{Region: "local", Site: "lab", Edge: "edge-1"}
-	dcfg := decode.DefaultConfig()
-	dec, err := decode.New(dcfg, edge, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Broker, cfg.ClientID = "tcp://"+brk.Addr(), "ingest-session"
+	cfg, edge, subs, dec := embeddedSession(t, "ingest-session")
 	start := func(sink Sink, subscribed bool) (*Ingest, func()) {
-		in, stop := runIngest(t, cfg, edge, dcfg.Subscriptions, dec, sink)
+		in, stop := runIngest(t, cfg, edge, subs, dec, sink)
 		if subscribed {
 			waitFor(t, "subscribed", in.Connected)
 		}
@@ -73,18 +51,8 @@ func TestUnackedMessagesComeBackFromTheSession(t *testing.T) {
 
 	held := new(holdingSink)
 	in, stop := start(held, true)
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(cfg.Broker).SetClientID("pub"))
-	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect publisher: %v", tok.Error())
-	}
-	defer pub.Disconnect(100)
 	const n = 20
-	for i := range n {
-		tok := pub.Publish(fmt.Sprintf("devices/dev-%d/telemetry", i), 1, false, fmt.Sprintf(`{"temperature":%d.5}`, i))
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish: %v", tok.Error())
-		}
-	}
+	publishTelemetry(t, cfg.Broker, n)
 	waitFor(t, "every message", func() bool { return len(held.taken()) == n })
 	if keys := in.store.All(); len(keys) != 0 {
 		t.Errorf("the client's store holds %d records of unacknowledged messages: %v", len(keys), keys)
@@ -108,5 +76,52 @@ func TestUnackedMessagesComeBackFromTheSession(t *testing.T) {
 	}
 	if got := len(again.taken()); got != n {
 		t.Errorf("the broker re-sent %d messages, want %d", got, n)
+	}
+}
+
+// embeddedSession starts the agent's own embedded broker on a free port and
+// returns an ingest configuration for it, with clientID, and the default
+// subscriptions and decoder.
+func embeddedSession(t *testing.T, clientID string) (Config, schemas.EdgeID, []decode.Subscription, *decode.Decoder) {
+	t.Helper()
+	bcfg := broker.DefaultConfig()
+	bcfg.Listen = "127.0.0.1:0"
+	brk, err := broker.New(bcfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := brk.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- brk.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-served })
+
+	edge := schemas.EdgeID{Region: "local", Site: "lab", Edge: "edge-1"}
+	dcfg := decode.DefaultConfig()
+	dec, err := decode.New(dcfg, edge, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Broker, cfg.ClientID = "tcp://"+brk.Addr(), clientID
+	return cfg, edge, dcfg.Subscriptions, dec
+}
+
+// publishTelemetry publishes n messages at QoS 1, one per device, each
+// acknowledged by the broker before the next.
+func publishTelemetry(t *testing.T, url string, n int) {
+	t.Helper()
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect publisher: %v", tok.Error())
+	}
+	defer pub.Disconnect(100)
+	for i := range n {
+		tok := pub.Publish(fmt.Sprintf("devices/dev-%d/telemetry", i), 1, false, fmt.Sprintf(`{"temperature":%d.5}`, i))
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
 	}
 }
