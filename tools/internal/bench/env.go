@@ -62,6 +62,9 @@ type env struct {
 	args   map[string][]string
 	s      *stack.Stack
 	pinned string // how the edge was pinned, for the notes
+	// mosq is an external broker the edge subscribes to instead of its
+	// embedded one (useMosquitto).
+	mosq *stack.Mosquitto
 }
 
 func newEnv(opts Options, name string, run int, sz sizes) (*env, error) {
@@ -146,10 +149,34 @@ func (e *env) start(ctx context.Context, names ...string) error {
 	return nil
 }
 
+// useMosquitto starts Mosquitto, as a site runs it, and points the edge
+// (started later) and the simulator at it instead of the edge's embedded
+// broker. It reports what the edge subscribes to, for the notes; without
+// Mosquitto installed the edge keeps its embedded broker.
+func (e *env) useMosquitto() (string, error) {
+	dir := filepath.Join(e.root, "mosquitto")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	m, err := stack.StartMosquitto(dir, "")
+	if errors.Is(err, stack.ErrNoMosquitto) {
+		return "the edge's embedded broker (Mosquitto is not installed), which shares the edge's one core", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	e.mosq = m
+	e.args[stack.Edge] = append(e.args[stack.Edge], "--embedded-broker=false", "--mqtt-broker", m.URL())
+	return "Mosquitto (" + m.URL() + "), as at a site; the edge's embedded broker off", nil
+}
+
 func (e *env) close() error {
 	var err error
 	if e.s != nil {
 		err = e.s.Stop()
+	}
+	if e.mosq != nil {
+		err = errors.Join(err, e.mosq.Stop())
 	}
 	if e.temp {
 		err = errors.Join(err, os.RemoveAll(e.root))
@@ -157,7 +184,12 @@ func (e *env) close() error {
 	return err
 }
 
-func (e *env) mqttURL() string { return "tcp://127.0.0.1:" + strconv.Itoa(e.ports.MQTT) }
+func (e *env) mqttURL() string {
+	if e.mosq != nil {
+		return e.mosq.URL()
+	}
+	return "tcp://127.0.0.1:" + strconv.Itoa(e.ports.MQTT)
+}
 func (e *env) natsURL() string { return "nats://127.0.0.1:" + strconv.Itoa(e.ports.NATS) }
 func (e *env) edgePID() int    { return e.s.Proc(stack.Edge).Cmd.Process.Pid }
 
@@ -201,6 +233,37 @@ func getJSON(ctx context.Context, url string, v any) error {
 		return fmt.Errorf("%s: %s: %s", url, resp.Status, b)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// edgeAlerts is the sum of the agent's updraft_edge_alerts_total series:
+// alerts raised and resolved so far.
+func (e *env) edgeAlerts(ctx context.Context) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.s.URL(stack.Edge)+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "updraft_edge_alerts_total{") {
+			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			if err != nil {
+				return 0, fmt.Errorf("metrics: %q: %w", l, err)
+			}
+			sum += v
+		}
+	}
+	return sum, nil
 }
 
 // field looks up a dotted path of numbers in decoded JSON; 0 when absent.
