@@ -3,6 +3,8 @@ package sim
 import (
 	"strconv"
 	"testing"
+
+	"github.com/updraft-io/updraft/tools/internal/mqtttest"
 )
 
 // BenchmarkPublish measures how fast one simulator generates and publishes
@@ -10,7 +12,7 @@ import (
 func BenchmarkPublish(b *testing.B) {
 	for _, qos := range []int{0, 1} {
 		b.Run("qos="+strconv.Itoa(qos), func(b *testing.B) {
-			c := testConfig(startBroker(b))
+			c := testConfig(mqtttest.Start(b))
 			c.Devices = 100
 			c.Connections = 4
 			c.QoS = qos

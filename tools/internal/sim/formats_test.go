@@ -23,7 +23,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/updraft-io/updraft/tools/internal/mqtttest"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -76,7 +76,7 @@ func spSeqOf(t *testing.T, b []byte) int {
 func TestFormats(t *testing.T) {
 	for _, format := range []string{FormatJSON, FormatSenML, FormatSparkplug, FormatTasmota, FormatZigbee2MQTT, FormatHomie, FormatNumeric} {
 		t.Run(format, func(t *testing.T) {
-			broker := startBroker(t)
+			broker := mqtttest.Start(t)
 			sub := subscribeAll(t, broker)
 			c := testConfig(broker)
 			c.Format, c.Devices, c.Connections, c.Messages = format, 4, 2, 600
@@ -138,7 +138,7 @@ func TestFormats(t *testing.T) {
 }
 
 func TestAnomalies(t *testing.T) {
-	broker := startBroker(t)
+	broker := mqtttest.Start(t)
 	sub := subscribeAll(t, broker)
 	c := testConfig(broker)
 	c.Devices, c.Connections, c.Messages = 2, 1, 400
@@ -171,7 +171,7 @@ func TestAnomalies(t *testing.T) {
 // TestSparkplugRebirthOnRequest: a host's NCMD rebirth request makes the
 // simulated node publish NBIRTH and its devices DBIRTH again.
 func TestSparkplugRebirthOnRequest(t *testing.T) {
-	broker := startBroker(t)
+	broker := mqtttest.Start(t)
 	sub := subscribeAll(t, broker)
 	c := testConfig(broker)
 	c.Format, c.Devices, c.Connections, c.Rate, c.Duration, c.Messages = FormatSparkplug, 2, 1, 400, 3*time.Second, 0
@@ -244,17 +244,10 @@ func TestManyDevicesTLS(t *testing.T) {
 		{Username: "sim", Password: "secret", Allow: true}}}}); err != nil {
 		t.Fatal(err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}})
-	if err := srv.AddListener(tcp); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeBroker(srv) })
+	addr := mqtttest.Serve(t, srv, &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12})
 
-	c := testConfig("ssl://" + tcp.Address())
+	c := testConfig("ssl://" + addr)
 	c.Devices, c.Connections, c.Messages = MaxDevices, 8, 2000
 	c.Username, c.Password, c.TLS.CA = "sim", "secret", caFile
 	_, sum := run(t, c)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,58 +17,14 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/updraft-io/updraft/schemas/config"
+	"github.com/updraft-io/updraft/tools/internal/mqtttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// startBroker runs an embedded MQTT broker on a random port and returns its
-// URL. Its queues are raised so that a test subscriber that falls behind a
-// fast run is never dropped from.
-func startBroker(t testing.TB) string {
-	t.Helper()
-	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumClientWritesPending = 1 << 16
-	caps.MaximumInflight = 1<<16 - 1
-	srv := mochi.New(&mochi.Options{
-		Capabilities: caps,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		t.Fatal(err)
-	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "test", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(tcp); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeBroker(srv) })
-	return "tcp://" + tcp.Address()
-}
-
-// closeBroker stops srv the way the agent's embedded broker does
-// (edge/internal/broker.CloseServer, which this tree cannot import):
-// mochi's own Close can deadlock (mochi-mqtt/server#488) when a client
-// leaves while it looks up the listener's clients.
-func closeBroker(srv *mochi.Server) {
-	srv.Listeners.CloseAll(func(listener string) {
-		for _, cl := range srv.Clients.GetAll() {
-			if cl.Net.Listener == listener && !cl.Closed() {
-				_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
-			}
-		}
-	})
-	_ = srv.Close()
-}
 
 type received struct {
 	topic   string
@@ -152,7 +107,7 @@ func run(t testing.TB, c Config) (*Sim, Summary) {
 }
 
 func TestRunQoS1SummaryMatchesSubscriber(t *testing.T) {
-	broker := startBroker(t)
+	broker := mqtttest.Start(t)
 	sub := subscribe(t, broker)
 	c := testConfig(broker)
 	c.Messages = 3000
@@ -221,7 +176,7 @@ func TestRunQoS1SummaryMatchesSubscriber(t *testing.T) {
 // in order and are the same for a seed in every run.
 func TestRunDeterministicPerDevice(t *testing.T) {
 	perDevice := func(seed int64) map[string][]string {
-		broker := startBroker(t)
+		broker := mqtttest.Start(t)
 		sub := subscribe(t, broker)
 		c := testConfig(broker)
 		c.Messages = 600
@@ -250,7 +205,7 @@ func TestRunDeterministicPerDevice(t *testing.T) {
 }
 
 func TestRunQoS0(t *testing.T) {
-	broker := startBroker(t)
+	broker := mqtttest.Start(t)
 	sub := subscribe(t, broker)
 	c := testConfig(broker)
 	c.QoS = 0
@@ -265,7 +220,7 @@ func TestRunQoS0(t *testing.T) {
 }
 
 func TestRunRespectsRate(t *testing.T) {
-	broker := startBroker(t)
+	broker := mqtttest.Start(t)
 	c := testConfig(broker)
 	c.Rate = 2000
 	c.Duration = 300 * time.Millisecond
@@ -303,7 +258,7 @@ func getJSON(t *testing.T, url string, v any) {
 }
 
 func TestHTTPAndStop(t *testing.T) {
-	broker := startBroker(t)
+	broker := mqtttest.Start(t)
 	c := testConfig(broker)
 	c.Rate = 500
 	c.HTTP.Addr = "127.0.0.1:0"
@@ -355,7 +310,7 @@ func TestHTTPAndStop(t *testing.T) {
 }
 
 func TestTerminalProgress(t *testing.T) {
-	broker := startBroker(t)
+	broker := mqtttest.Start(t)
 	c := testConfig(broker)
 	c.Rate = 1000
 	c.Messages = 300
