@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		if raceFlag != "" {
 			args = append(args, raceFlag)
 		}
-		args = append(args, "./edge/cmd/updraft-edge", "./gateway/cmd/updraft-gateway", "./cloud/cmd/updraft-cloud", "./tools/cmd/updraft-sim")
+		args = append(args, "./edge/cmd/updraft-edge", "./gateway/cmd/updraft-gateway", "./cloud/cmd/updraft-cloud", "./tools/cmd/updraft-sim", "./tools/cmd/updraft-sink")
 		cmd := exec.Command("go", args...)
 		cmd.Dir = repoRoot()
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
