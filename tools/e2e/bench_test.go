@@ -78,7 +78,7 @@ func bnCheckResult(t *testing.T, name string, r bench.Result) {
 			t.Errorf("%s: %s min/median/max %v/%v/%v over one run %v", name, m, got.Min, got.Median, got.Max, v)
 		}
 		// A fraction is at most 1. ratio_to_ceiling compares rates measured
-		// apart (ingest: a paced rate against a ceiling measured before it),
+		// apart (ingest: a paced rate against a ceiling measured in turns with it),
 		// and alerts per message count raises and resolutions: both may
 		// pass 1, not 2.
 		hi := 1.0

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -359,15 +358,13 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				b.StopTimer()
 
 				c1 := commits()
-				alerts := 0.0
-				if out, err := httpGet(s.URL(stack.Edge) + "/metrics"); err == nil {
-					for _, line := range strings.Split(string(out), "\n") {
-						if strings.HasPrefix(line, "updraft_edge_alerts_total{") {
-							if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
-								alerts += v
-							}
-						}
-					}
+				out, err := httpGet(s.URL(stack.Edge) + "/metrics")
+				if err != nil {
+					b.Fatal(err)
+				}
+				alerts, err := stack.SumSeries(out, "updraft_edge_alerts_total")
+				if err != nil {
+					b.Fatal(err)
 				}
 				close(stop)
 				<-sampled

@@ -116,6 +116,9 @@ type scenario struct {
 	specs  []spec
 	params func(sz sizes) map[string]any
 	run    func(ctx context.Context, e *env) (sample, error)
+	// pin runs the edge on CPU 0 only, away from what the scheduler
+	// would give it on the other cores (always GOMAXPROCS=1).
+	pin bool
 }
 
 var scenarios = map[string]scenario{
@@ -168,7 +171,7 @@ func runScenario(ctx context.Context, opts Options, name string, out io.Writer) 
 		Regressions: []Regression{}}
 	fmt.Fprintf(out, "\n== %s (%d run(s)%s)\n", name, opts.Repeat, map[bool]string{true: ", quick"}[opts.Quick])
 	for i := range opts.Repeat {
-		e, err := newEnv(opts, name, i, sz)
+		e, err := newEnv(opts, name, i, sz, sc.pin)
 		if err != nil {
 			return res, err
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -152,5 +153,40 @@ func TestWriteAlertConfig(t *testing.T) {
 				t.Errorf("local.topic_prefix %q, want %q", got.Local.TopicPrefix, tc.prefix)
 			}
 		})
+	}
+}
+
+func TestPacedSideSearch(t *testing.T) {
+	p := &pacedSide{name: "agent"}
+	p.start(20_000, 40_000)
+	// Kept up: the lower bound moves to the rate sent, and a side that
+	// acknowledged more than was sent is credited with what was sent.
+	p.record(pacedStep{rate: 20_000, sent: 19_000, acked: 19_500})
+	if p.lo != 19_000 || p.rate != (19_000+40_000)/2 || p.best.acked != 19_000 {
+		t.Fatalf("after keeping up: lo %v rate %v best %v, want 19000, 29500, 19000", p.lo, p.rate, p.best.acked)
+	}
+	// Fell behind while the simulator was short of the rate: tried again,
+	// the bounds unchanged.
+	p.record(pacedStep{rate: 29_500, sent: 25_000, acked: 20_000})
+	if p.hi != 40_000 || p.rate != 29_500 || p.done {
+		t.Fatalf("after a short step: hi %v rate %v done %v, want 40000, 29500, false", p.hi, p.rate, p.done)
+	}
+	// A second time it bounds the search.
+	p.record(pacedStep{rate: 29_500, sent: 26_000, acked: 21_000})
+	if p.hi != 26_000 || p.rate != (19_000+26_000)/2 {
+		t.Fatalf("after a second short step: hi %v rate %v, want 26000, 22500", p.hi, p.rate)
+	}
+	// Fell behind at the rate asked: bounds at once.
+	p.record(pacedStep{rate: 22_500, sent: 22_400, acked: 20_000})
+	if p.hi != 22_400 {
+		t.Fatalf("after falling behind: hi %v, want 22400", p.hi)
+	}
+	// Within 5 %: done, with the best rate kept up with.
+	p.record(pacedStep{rate: 20_700, sent: 21_500, acked: 21_400})
+	if !p.done || p.best.acked != 21_400 || p.steps != 5 {
+		t.Fatalf("done %v best %v steps %v, want true, 21400, 5; tried %s", p.done, p.best.acked, p.steps, p.note())
+	}
+	if !strings.Contains(p.note(), "tried again") {
+		t.Fatalf("note %q does not say which rate was tried again", p.note())
 	}
 }

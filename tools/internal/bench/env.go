@@ -1,12 +1,11 @@
 package bench
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +50,8 @@ func sizesFor(quick bool) sizes {
 }
 
 // env is one scenario run: a stack on free ports with state in its own
-// directory, and a bin directory whose updraft-edge runs pinned to one core.
+// directory, and a bin directory whose updraft-edge runs with GOMAXPROCS=1,
+// pinned to CPU 0 if the scenario asks.
 type env struct {
 	opts   Options
 	sz     sizes
@@ -61,13 +61,15 @@ type env struct {
 	ports  stack.Ports
 	args   map[string][]string
 	s      *stack.Stack
-	pinned string // how the edge was pinned, for the notes
+	pin    bool   // the edge runs on CPU 0 only
+	pinned string // how the edge runs, for the notes
 	// mosq is an external broker the edge subscribes to instead of its
 	// embedded one (useMosquitto).
 	mosq *stack.Mosquitto
+	sink *sinkProc // started by startSink
 }
 
-func newEnv(opts Options, name string, run int, sz sizes) (*env, error) {
+func newEnv(opts Options, name string, run int, sz sizes, pin bool) (*env, error) {
 	var root string
 	var err error
 	temp := opts.Work == ""
@@ -85,7 +87,7 @@ func newEnv(opts Options, name string, run int, sz sizes) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{opts: opts, sz: sz, root: root, temp: temp, ports: ports, args: map[string][]string{}}
+	e := &env{opts: opts, sz: sz, root: root, temp: temp, ports: ports, args: map[string][]string{}, pin: pin}
 	if err := e.makeBin(); err != nil {
 		return nil, err
 	}
@@ -93,9 +95,9 @@ func newEnv(opts Options, name string, run int, sz sizes) (*env, error) {
 }
 
 // makeBin links the gateway and cloud binaries and wraps the edge in a
-// script that execs it with GOMAXPROCS=1 under taskset when available, so
-// the process the stack starts is the edge itself, pinned from its first
-// instruction.
+// script that execs it with GOMAXPROCS=1, under taskset when the edge is
+// pinned and taskset is available, so the process the stack starts is the
+// edge itself, pinned from its first instruction.
 func (e *env) makeBin() error {
 	e.bin = filepath.Join(e.root, "bin")
 	if err := os.MkdirAll(e.bin, 0o755); err != nil {
@@ -116,10 +118,13 @@ func (e *env) makeBin() error {
 		}
 	}
 	pin := ""
-	if p, err := exec.LookPath("taskset"); err == nil {
+	switch p, err := exec.LookPath("taskset"); {
+	case !e.pin:
+		e.pinned = "GOMAXPROCS=1, not pinned"
+	case err == nil:
 		pin = p + " -c 0 "
 		e.pinned = "GOMAXPROCS=1, taskset -c 0"
-	} else {
+	default:
 		e.pinned = "GOMAXPROCS=1, sched_setaffinity CPU 0"
 	}
 	script := fmt.Sprintf("#!/bin/sh\nGOMAXPROCS=1 exec %s%q \"$@\"\n", pin, filepath.Join(abs, "updraft-edge"))
@@ -140,7 +145,7 @@ func (e *env) start(ctx context.Context, names ...string) error {
 		if err != nil {
 			return err
 		}
-		if n == stack.Edge && !strings.Contains(e.pinned, "taskset") {
+		if n == stack.Edge && e.pin && !strings.Contains(e.pinned, "taskset") {
 			if err := pinAll(p.Cmd.Process.Pid, 0); err != nil {
 				e.pinned = "GOMAXPROCS=1 only (sched_setaffinity: " + err.Error() + ")"
 			}
@@ -170,10 +175,83 @@ func (e *env) useMosquitto() (string, error) {
 	return "Mosquitto (" + m.URL() + "), as at a site; the edge's embedded broker off", nil
 }
 
+// sinkProc is updraft-sink, a subscriber that does nothing, running as a
+// process of its own against the edge's broker.
+type sinkProc struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+// startSink runs updraft-sink on topic with GOMAXPROCS=1 and returns once it
+// has subscribed.
+func (e *env) startSink(topic string) (*sinkProc, error) {
+	bin, err := filepath.Abs(filepath.Join(e.opts.Bin, "updraft-sink"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--broker", e.mqttURL(), "--topic", topic, "--client-id", "updraft-bench-ceiling", "--qos", "1")
+	logf, err := os.Create(filepath.Join(e.root, "updraft-sink.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stderr = logf
+	// One core, like the agent: the ceiling is what one process on one core
+	// takes from the broker when it does nothing with the messages, and an
+	// unconstrained sink would take CPU from the simulator sharing the box.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("updraft-sink (build with `go tool task build`): %w", err)
+	}
+	p := &sinkProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	e.sink = p
+	if _, err := p.count(); err != nil {
+		return nil, fmt.Errorf("updraft-sink: %w; log: %s", err, stack.Tail(logf.Name(), 10))
+	}
+	return p, nil
+}
+
+// count asks the sink how many messages it has received.
+func (p *sinkProc) count() (int64, error) {
+	if _, err := io.WriteString(p.in, "\n"); err != nil {
+		return 0, err
+	}
+	if !p.out.Scan() {
+		return 0, fmt.Errorf("no answer: %v", p.out.Err())
+	}
+	return strconv.ParseInt(p.out.Text(), 10, 64)
+}
+
+// stop ends the sink: it exits when its input ends.
+func (p *sinkProc) stop() error {
+	_ = p.in.Close()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return fmt.Errorf("updraft-sink did not exit when its input ended; killed: %v", <-done)
+	}
+}
+
 func (e *env) close() error {
 	var err error
+	if e.sink != nil {
+		err = e.sink.stop()
+	}
 	if e.s != nil {
-		err = e.s.Stop()
+		err = errors.Join(err, e.s.Stop())
 	}
 	if e.mosq != nil {
 		err = errors.Join(err, e.mosq.Stop())
@@ -196,7 +274,7 @@ func (e *env) edgePID() int    { return e.s.Proc(stack.Edge).Cmd.Process.Pid }
 // status fetches a component's /api/v1/status.
 func (e *env) status(ctx context.Context, name string) (map[string]any, error) {
 	var m map[string]any
-	return m, getJSON(ctx, e.s.URL(name)+"/api/v1/status", &m)
+	return m, stack.GetJSON(ctx, e.s.URL(name)+"/api/v1/status", &m)
 }
 
 // edgeCounters is the edge status fields the scenarios use.
@@ -216,54 +294,14 @@ func (e *env) edge(ctx context.Context) (edgeCounters, error) {
 		written: field(m, "buffer.written_bytes"), replayed: field(m, "forward.replay_readings_sent")}, nil
 }
 
-func getJSON(ctx context.Context, url string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s: %s: %s", url, resp.Status, b)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
 // edgeAlerts is the sum of the agent's updraft_edge_alerts_total series:
 // alerts raised and resolved so far.
 func (e *env) edgeAlerts(ctx context.Context) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.s.URL(stack.Edge)+"/metrics", nil)
+	b, err := stack.Get(ctx, e.s.URL(stack.Edge)+"/metrics")
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	sum := 0.0
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "updraft_edge_alerts_total{") {
-			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-			if err != nil {
-				return 0, fmt.Errorf("metrics: %q: %w", l, err)
-			}
-			sum += v
-		}
-	}
-	return sum, nil
+	return stack.SumSeries(b, "updraft_edge_alerts_total")
 }
 
 // field looks up a dotted path of numbers in decoded JSON; 0 when absent.

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/updraft-io/updraft/schemas/batch"
+	"github.com/updraft-io/updraft/tools/internal/stack"
 )
 
 // Probe readings come from one device with one metric whose value is the
@@ -189,7 +190,7 @@ func (p *probes) pollLake(ctx context.Context, cloudURL string, since time.Time)
 			Value float64 `json:"value"`
 		} `json:"points"`
 	}
-	if err := getJSON(ctx, cloudURL+"/api/v1/query?"+q.Encode(), &res); err != nil {
+	if err := stack.GetJSON(ctx, cloudURL+"/api/v1/query?"+q.Encode(), &res); err != nil {
 		return err
 	}
 	now := time.Now()

@@ -5,6 +5,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Component names, in start order.
@@ -167,7 +171,7 @@ func (s *Stack) Start(ctx context.Context, name string) (*Proc, error) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if err := get(ctx, s.URL(name)+probe, nil); err == nil {
+		if _, err := Get(ctx, s.URL(name)+probe); err == nil {
 			return p, nil
 		}
 		select {
@@ -246,28 +250,65 @@ func Tail(path string, n int) string {
 	return string(b)
 }
 
-// get fetches url and decodes JSON into v (if non-nil).
-func get(ctx context.Context, url string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+// Get fetches url's body; a status other than 200 is an error that quotes
+// the start of the body.
+func Get(ctx context.Context, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s: %s: %s", url, resp.Status, b)
+		return nil, fmt.Errorf("%s: %s: %s", url, resp.Status, b)
 	}
-	if v == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
+	return io.ReadAll(resp.Body)
+}
+
+// GetJSON fetches url and decodes its JSON into v.
+func GetJSON(ctx context.Context, url string, v any) error {
+	b, err := Get(ctx, url)
+	if err != nil {
+		return err
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", url, err)
+	}
+	return nil
+}
+
+// SumSeries adds up the samples of every labelled series of the counter or
+// gauge name in a Prometheus text exposition, such as all
+// updraft_edge_alerts_total series of an edge's /metrics; 0 when it has
+// none.
+func SumSeries(exposition []byte, name string) (float64, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(exposition))
+	if err != nil {
+		return 0, fmt.Errorf("metrics exposition: %w", err)
+	}
+	sum := 0.0
+	if f, ok := fams[name]; ok {
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Untyped != nil:
+				sum += m.GetUntyped().GetValue()
+			default:
+				return 0, fmt.Errorf("metric %s is a %s, not a counter or gauge", name, f.GetType())
+			}
+		}
+	}
+	return sum, nil
 }
 
 // Ports returns the stack's ports.

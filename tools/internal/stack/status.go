@@ -45,7 +45,7 @@ func (s *Stack) Snapshot(ctx context.Context) Snapshot {
 			return nil
 		}
 		var m map[string]any
-		if err := get(ctx, s.URL(name)+"/api/v1/status", &m); err != nil {
+		if err := GetJSON(ctx, s.URL(name)+"/api/v1/status", &m); err != nil {
 			snap.Unreachable = append(snap.Unreachable, name)
 			return nil
 		}
