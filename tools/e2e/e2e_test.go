@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -108,7 +106,7 @@ func TestEndToEnd(t *testing.T) {
 	from := time.UnixMilli(base - 1000).UTC().Format(time.RFC3339Nano)
 	to := time.UnixMilli(base + 100000).UTC().Format(time.RFC3339Nano)
 	url := s.URL(stack.Cloud) + "/api/v1/query?device=dev-00007&metric=humidity&from=" + from + "&to=" + to
-	if err := getJSON(url, &q); err != nil {
+	if err := stack.GetJSON(context.Background(), url, &q); err != nil {
 		t.Fatal(err)
 	}
 	if len(q.Points) != messages {
@@ -120,27 +118,6 @@ func TestEndToEnd(t *testing.T) {
 func jsonFloat(v float64) string {
 	b, _ := json.Marshal(v)
 	return string(b)
-}
-
-func getJSON(url string, v any) error {
-	out, err := httpGet(url)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(out, v)
-}
-
-func httpGet(url string) ([]byte, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	return b, err
 }
 
 // TestBadInput: malformed payloads are dead-lettered with a reason and
@@ -214,7 +191,7 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 	// Counted by reason in the agent's metrics.
-	out, err := httpGet(s.URL(stack.Edge) + "/metrics")
+	out, err := stack.Get(context.Background(), s.URL(stack.Edge)+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

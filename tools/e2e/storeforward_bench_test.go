@@ -164,7 +164,7 @@ func sfBenchAgent(b *testing.B, s *stack.Stack, mqURL string, topics, payloads [
 					Raw float64 `json:"raw_readings_sent"`
 				} `json:"forward"`
 			}
-			if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
+			if err := stack.GetJSON(context.Background(), s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
 				last = (st.Forward.Raw - sent) / 4
 				polls, counts = append(polls, time.Now()), append(counts, last)
 				if last >= float64(n) {
@@ -315,7 +315,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 							Commits float64 `json:"commits"`
 						} `json:"buffer"`
 					}
-					if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err != nil {
+					if err := stack.GetJSON(context.Background(), s.URL(stack.Edge)+"/api/v1/status", &st); err != nil {
 						b.Fatal(err)
 					}
 					return st.Buffer.Commits
@@ -358,7 +358,7 @@ func BenchmarkStoreForwardIngest(b *testing.B) {
 				b.StopTimer()
 
 				c1 := commits()
-				out, err := httpGet(s.URL(stack.Edge) + "/metrics")
+				out, err := stack.Get(context.Background(), s.URL(stack.Edge)+"/metrics")
 				if err != nil {
 					b.Fatal(err)
 				}

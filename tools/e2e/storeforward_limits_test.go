@@ -36,7 +36,7 @@ func TestStoreForwardLimits(t *testing.T) {
 				} `json:"buffer"`
 			}
 			status := func() {
-				if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err != nil {
+				if err := stack.GetJSON(context.Background(), s.URL(stack.Edge)+"/api/v1/status", &st); err != nil {
 					t.Fatal(err)
 				}
 			}

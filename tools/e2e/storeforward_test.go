@@ -379,7 +379,7 @@ func TestStoreForwardBrokerRestart(t *testing.T) {
 	t.Logf("broker restarted twice; it acknowledged %d of 8000 messages", w.nAck)
 	defer func() {
 		if t.Failed() {
-			out, _ := httpGet(s.URL(stack.Edge) + "/api/v1/status")
+			out, _ := stack.Get(context.Background(), s.URL(stack.Edge)+"/api/v1/status")
 			t.Logf("edge status: %s\nmosquitto log:\n%s", out, stack.Tail(filepath.Join(mq.Dir, "mosquitto.log"), 60))
 		}
 	}()
@@ -449,7 +449,7 @@ func TestStoreForwardUplinkOutage(t *testing.T) {
 					Age      float64 `json:"oldest_unsent_age_seconds"`
 				} `json:"buffer"`
 			}
-			if err := getJSON(s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
+			if err := stack.GetJSON(context.Background(), s.URL(stack.Edge)+"/api/v1/status", &st); err == nil {
 				mu.Lock()
 				samples = append(samples, sample{time.Now(), st.Buffer.Buffered, st.Buffer.Age})
 				mu.Unlock()

@@ -166,42 +166,27 @@ func runIngest(ctx context.Context, e *env) (sample, error) {
 			return pacedSample{received: n}, err
 		}}
 
-	// Unthrottled, to the subscriber: where the paced searches start.
-	l, err := e.startLoad(ctx, ceiling.topic, "bench-ceil-max", 0, 0, quietSignals)
+	n, err := got()
 	if err != nil {
 		return s, err
 	}
-	if err := pause(ctx, e.sz.Warmup); err != nil {
-		l.stop()
-		return s, err
-	}
-	sent0 := l.s.Summary().Sent
-	c0, err := got()
+	ceiling.settle = counterSettled(got, n, e.sz.DrainTimeout)
+
+	// Unthrottled (rate 0), to the subscriber: where the paced searches
+	// start.
+	unthrottled, err := e.pacedStep(ctx, ceiling)
 	if err != nil {
-		l.stop()
-		return s, err
+		return s, fmt.Errorf("ceiling, unthrottled: %w", err)
 	}
-	t0 := time.Now()
-	if err := pause(ctx, e.sz.IngestWindow); err != nil {
-		l.stop()
-		return s, err
-	}
-	sent1 := l.s.Summary().Sent
-	c1, err := got()
-	dt := time.Since(t0).Seconds()
-	l.stop()
-	if err != nil {
-		return s, err
-	}
-	s.values["ceiling_unthrottled_msgs_per_s"] = (c1 - c0) / dt
-	simMax := float64(sent1-sent0) / dt
+	s.values["ceiling_unthrottled_msgs_per_s"] = unthrottled.acked
+	simMax := unthrottled.sent
 
 	// Unthrottled, into the agent.
 	start, err := e.edge(ctx)
 	if err != nil {
 		return s, err
 	}
-	l, err = e.startLoad(ctx, "devices/{device}/telemetry", "bench-pipe", 0, 0, quietSignals)
+	l, err := e.startLoad(ctx, "devices/{device}/telemetry", "bench-pipe", 0, 0, quietSignals)
 	if err != nil {
 		return s, err
 	}
@@ -228,7 +213,7 @@ func runIngest(ctx context.Context, e *env) (sample, error) {
 	if err != nil {
 		return s, err
 	}
-	dt = b.at.Sub(a.at).Seconds()
+	dt := b.at.Sub(a.at).Seconds()
 	s.values["mqtt_msgs_per_s"] = (b.acked - a.acked) / dt
 	s.values["overload_alerts_per_msg"] = (alerts1 - alerts0) / max(b.acked-a.acked, 1)
 	s.values["readings_per_s_durable"] = (b.accepted - a.accepted) / dt
@@ -265,11 +250,6 @@ func runIngest(ctx context.Context, e *env) (sample, error) {
 			prev = c
 			return delivered, err
 		}}
-	n, err := got()
-	if err != nil {
-		return s, err
-	}
-	ceiling.settle = counterSettled(got, n, e.sz.DrainTimeout)
 	ceiling.start(s.values["ceiling_unthrottled_msgs_per_s"], 1.05*simMax)
 	agent.start(min(0.9*s.values["mqtt_msgs_per_s"], s.values["ceiling_unthrottled_msgs_per_s"]), 1.05*simMax)
 	if err := e.pacedSearch(ctx, ceiling, agent); err != nil {
@@ -405,8 +385,8 @@ func (e *env) pacedSearch(ctx context.Context, sides ...*pacedSide) error {
 	return nil
 }
 
-// pacedStep publishes at p.rate, measures over the window after the
-// warm-up, stops, and waits for p to settle.
+// pacedStep publishes at p.rate (0: as fast as the simulator can), measures
+// over the window after the warm-up, stops, and waits for p to settle.
 func (e *env) pacedStep(ctx context.Context, p *pacedSide) (pacedStep, error) {
 	st := pacedStep{rate: p.rate}
 	l, err := e.startLoad(ctx, p.topic, fmt.Sprintf("%s%d", p.clientID, p.steps), p.rate, 0, quietSignals)

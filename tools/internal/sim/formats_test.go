@@ -23,8 +23,9 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/updraft-io/updraft/tools/internal/mqtttest"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/updraft-io/updraft/tools/internal/mqtttest"
 )
 
 // subscribeAll records every message on the broker, in delivery order.

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/updraft-io/updraft/tools/internal/mqtttest"
 	"go.uber.org/goleak"
+
+	"github.com/updraft-io/updraft/tools/internal/mqtttest"
 )
 
 // TestCounts: the sink answers each request with what it has received on
